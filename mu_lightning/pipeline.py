@@ -1,0 +1,200 @@
+"""One unlearning experiment, top to bottom: forget request → original → gold → unlearn → evaluate → results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mu_lightning import loggers as logger_factories
+from mu_lightning.cache import StageCache, atomic_write, cache_key
+from mu_lightning.data import SPLITS, UnlearningDataModule
+from mu_lightning.errors import ConfigError
+from mu_lightning.metrics import accuracy, logits_of
+from mu_lightning.stages import ClassifierModule, Unlearner
+
+log = logging.getLogger(__name__)
+
+MODELS = ("original", "gold", "unlearn")
+PACKAGES = ("mu_lightning", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "scikit-learn")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one experiment and write ``results.json`` into ``cfg.paths.output_dir``; returns the results."""
+    started = time.perf_counter()
+    _quiet_lightning()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+
+    # 1. data and the forget request
+    data = UnlearningDataModule(
+        source=instantiate(cfg.dataset.source), forget=instantiate(cfg.forget),
+        test_fraction=cfg.dataset.test_fraction, val_fraction=cfg.dataset.val_fraction,
+        split_seed=cfg.dataset.split_seed,
+    )
+    data.setup()
+    _check_fits(cfg, data)
+    cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache)
+    atomic_write(out / "forget_ids.txt", lambda f: f.write(
+        "".join(f"{i}\n" for i in data.ids["forget"].tolist()).encode()))
+    log.info("forget request: %d of %d training samples (%s); ids in forget_ids.txt",
+             len(data.ids["forget"]), len(data.ids["train"]), cfg.forget._target_.rsplit(".", 1)[-1])
+
+    # 2-3. original M on D, gold M_g on D_r: same recipe and seed, looked up in the stage cache first
+    models, stages = {}, {}
+    for stage, split in (("original", "train"), ("gold", "retain")):
+        key = cache_key({"stage": stage, "data": data.fingerprint(split), "seed": cfg.seed,
+                         "model": OmegaConf.to_container(cfg.model, resolve=True),
+                         "train": OmegaConf.to_container(cfg.train, resolve=True),
+                         "precision": str(cfg.trainer.precision)})
+        t0 = time.perf_counter()
+        state, meta, hit = cache.get_or_train(stage, key, lambda s=stage, sp=split: _train(cfg, data, s, sp))
+        seconds[stage] = time.perf_counter() - t0
+        models[stage] = _build_model(cfg)
+        models[stage].load_state_dict(state)
+        stages[stage] = {"cache_key": key, "cache_hit": hit, **meta}
+        log.info("%-8s %s (key %s) in %.2f s", stage,
+                 "loaded from the stage cache" if hit else f"trained on {split} ({len(data.ids[split])} samples)",
+                 key, seconds[stage])
+
+    # 4. unlearn: M_u starts from M's weights; the method sees D_f and D_r, never M_g
+    L.seed_everything(cfg.unlearn_seed, workers=True, verbose=False)
+    net = _build_model(cfg)
+    net.load_state_dict(models["original"].state_dict())
+    unlearner: Unlearner = instantiate(cfg.unlearner, model=net)
+    if not isinstance(unlearner, Unlearner):
+        raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
+    run_loggers = _loggers(cfg, "unlearn")
+    t0 = time.perf_counter()
+    try:
+        unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, run_loggers), seed=cfg.unlearn_seed)
+    except BaseException:
+        logger_factories.close(run_loggers, ok=False)
+        raise
+    seconds["unlearn"] = time.perf_counter() - t0
+    models["unlearn"] = unlearner.model
+    stages["unlearn"] = {"method": type(unlearner).__name__, "reads": list(unlearner.reads),
+                         "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
+                         "diverged_step": unlearner.diverged_step}
+    if unlearner.diverged:
+        log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
+                    unlearner.diverged_step)
+    log.info("%-8s %s: %d steps in %.2f s", "unlearn", stages["unlearn"]["method"], unlearner.steps_taken,
+             seconds["unlearn"])
+
+    # 5. evaluate: logits once per (model, split), every metric derived from them
+    t0 = time.perf_counter()
+    logits = {m: {s: logits_of(models[m], data.tensors(s)[0]) for s in SPLITS if len(data.ids[s])} for m in MODELS}
+    metrics = {f"{m}/{s}_acc": accuracy(z, data.tensors(s)[1]) for m in MODELS for s, z in logits[m].items()}
+    seconds["evaluate"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+
+    # 6. results: one file, written last and atomically, so its presence means the run completed
+    results = {
+        "metrics": metrics,
+        "seconds": seconds,
+        "stages": stages,
+        "sizes": {s: len(ids) for s, ids in data.ids.items()},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "versions": _versions(),
+    }
+    for logger in run_loggers:
+        logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}})
+    logger_factories.close(run_loggers, ok=True)
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
+    print(summary_table(results))
+    log.info("results in %s", out / "results.json")
+    return results
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Original / gold / unlearned × forget / retain / test accuracy, and seconds per stage."""
+    m, sec, st = results["metrics"], results["seconds"], results["stages"]
+    rows = ["| model     | forget acc | retain acc | test acc | seconds |",
+            "|-----------|-----------:|-----------:|---------:|--------:|"]
+    for name, label in (("original", "original"), ("gold", "gold"), ("unlearn", "unlearned")):
+        note = " (cached)" if st[name].get("cache_hit") else ""
+        rows.append(f"| {label:<9} | {m[f'{name}/forget_acc']:>10.4f} | {m[f'{name}/retain_acc']:>10.4f} | "
+                    f"{m[f'{name}/test_acc']:>8.4f} | {sec[name]:>7.2f} |{note}")
+    return "\n".join(rows)
+
+
+def _build_model(cfg: DictConfig) -> torch.nn.Module:
+    return instantiate(cfg.model)
+
+
+def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, split: str) -> tuple[dict, dict]:
+    """Train the original (split='train') or gold (split='retain') model from the seeded initialisation."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg))
+    stage_loggers = _loggers(cfg, stage)
+    t0 = time.perf_counter()
+    try:
+        _trainer(cfg, module.epochs, stage_loggers).fit(
+            module, train_dataloaders=data.batches(split, module.batch_size, shuffle=True, seed=cfg.seed))
+    finally:
+        logger_factories.close(stage_loggers, ok=not module.diverged)
+    if module.diverged:
+        raise RuntimeError(f"training the {stage} model diverged at step {module.diverged_step}: lower train.optimizer.lr")
+    meta = {"fit_seconds": time.perf_counter() - t0, "steps": module.steps_taken, "samples": len(data.ids[split])}
+    return {k: v.detach().cpu() for k, v in module.model.state_dict().items()}, meta
+
+
+def _trainer(cfg: DictConfig, max_epochs: int, loggers: list) -> L.Trainer:
+    """A fresh Trainer per stage (re-using one carries state across fits: Lightning #9636)."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False,
+                     default_root_dir=cfg.paths.output_dir)
+
+
+def _loggers(cfg: DictConfig, stage: str) -> list:
+    return [instantiate(entry)(stage=stage) for entry in (cfg.logger or {}).values() if entry]
+
+
+def _check_fits(cfg: DictConfig, data: UnlearningDataModule) -> None:
+    """Fail before training when the dataset config, the data and the model disagree."""
+    x = data.samples.x
+    if list(x.shape[1:]) != list(cfg.dataset.input_shape):
+        raise ConfigError(f"dataset.input_shape={list(cfg.dataset.input_shape)} but the data's samples have shape "
+                          f"{list(x.shape[1:])}")
+    if data.num_classes > cfg.dataset.num_classes:
+        raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the labels go up to "
+                          f"{data.num_classes - 1}")
+    model = _build_model(cfg)
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2])
+    except RuntimeError as err:
+        raise ConfigError(f"model={cfg.model._target_.rsplit('.', 1)[-1]} does not fit inputs of shape "
+                          f"{list(x.shape[1:])}: {err}") from None
+    if out.shape[1:] != (cfg.dataset.num_classes,):
+        raise ConfigError(f"the model outputs {list(out.shape[1:])} logits per sample, expected "
+                          f"[{cfg.dataset.num_classes}] (dataset.num_classes)")
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's per-Trainer banners (GPU/TPU availability, tips) and the LeafSpec FutureWarning."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)

@@ -1,0 +1,19 @@
+"""The original model M (trained on D) and the gold model M_g (retrained from scratch on D_r): one recipe, two sets."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mu_lightning.stages.base import Stage
+
+
+class ClassifierModule(Stage):
+    """Plain supervised training with cross-entropy; the pipeline feeds it D for M and D_r for M_g.
+
+    Using one class and one recipe for both is what makes M_g a fair reference (EVALUATION.md §0).
+    """
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.step(F.cross_entropy(self.model(x), y))
