@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning import loggers as logger_factories
 from mu_lightning.cache import StageCache, atomic_write, cache_key
-from mu_lightning.data import SPLITS, UnlearningDataModule
+from mu_lightning.data import UnlearningDataModule
 from mu_lightning.errors import ConfigError
-from mu_lightning.metrics import accuracy, logits_of
+from mu_lightning.metrics import evaluate
 from mu_lightning.stages import ClassifierModule, Unlearner
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_loggers = _loggers(cfg, "unlearn")
     t0 = time.perf_counter()
     try:
-        unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, run_loggers), seed=cfg.unlearn_seed)
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+        unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, run_loggers, callbacks), seed=cfg.unlearn_seed)
     except BaseException:
         logger_factories.close(run_loggers, ok=False)
         raise
@@ -95,8 +96,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # 5. evaluate: logits once per (model, split), every metric derived from them
     t0 = time.perf_counter()
-    logits = {m: {s: logits_of(models[m], data.tensors(s)[0]) for s in SPLITS if len(data.ids[s])} for m in MODELS}
-    metrics = {f"{m}/{s}_acc": accuracy(z, data.tensors(s)[1]) for m in MODELS for s, z in logits[m].items()}
+    metrics = evaluate(models, data, stages=stages, seconds=seconds, cfg=cfg.metric)
     seconds["evaluate"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
 
@@ -151,10 +151,10 @@ def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, split: str) 
     return {k: v.detach().cpu() for k, v in module.model.state_dict().items()}, meta
 
 
-def _trainer(cfg: DictConfig, max_epochs: int, loggers: list) -> L.Trainer:
+def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = ()) -> L.Trainer:
     """A fresh Trainer per stage (re-using one carries state across fits: Lightning #9636)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False,
+    return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False, callbacks=list(callbacks),
                      default_root_dir=cfg.paths.output_dir)
 
 

@@ -68,6 +68,12 @@ class UnlearningDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return int(self.samples.y.max()) + 1
 
+    def forgotten_classes(self) -> list[int]:
+        """Classes whose every training sample is in D_f: non-empty exactly for class-wise forgetting."""
+        y = self.samples.y
+        forget_y, train_y = y[self.ids["forget"]], y[self.ids["train"]]
+        return [int(c) for c in forget_y.unique() if (forget_y == c).sum() == (train_y == c).sum()]
+
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of one split, in sample-id order."""
         ids = self.ids[split]

@@ -50,7 +50,11 @@ class Unlearner(Stage):
             self._teacher[0].to(self.device)
 
     def unlearn(self, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer], seed: int) -> None:
-        """Run the method: the one-shot ``edit`` first, then ``epochs`` passes of the training loop."""
+        """Run the method: the one-shot ``edit`` first, then ``epochs`` passes of the training loop.
+
+        ``self.data`` holds the datamodule meanwhile, so callbacks can evaluate on its splits.
+        """
+        self.data = data
         self.edit(data)
         if self.epochs > 0:
             make_trainer(self.epochs).fit(self, train_dataloaders=self.loader(data, seed))

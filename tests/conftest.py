@@ -1,0 +1,46 @@
+"""Shared fixtures: compose the real Hydra config with overrides, with outputs and cache in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Small and fast: synthetic data, few epochs. Tests add their own overrides after these.
+FAST = ["dataset=synthetic", "dataset.source.num_samples=600", "train.epochs=8", "logger=none"]
+
+
+def compose_cfg(tmp_path: Path, overrides: list[str] = (), fast: bool = True) -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, writing into ``tmp_path/run`` and ``tmp_path/cache``."""
+    with initialize_config_module("mu_lightning.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*(FAST if fast else []), *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def run_pipeline(tmp_path):
+    """``run_pipeline(*overrides)`` runs the whole pipeline in-process and returns the results.json contents."""
+    from mu_lightning.pipeline import run
+
+    def _run(*overrides: str, fast: bool = True, out: str = "run") -> dict:
+        cfg = compose_cfg(tmp_path, list(overrides), fast=fast)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / out)
+        run(cfg)
+        return json.loads((tmp_path / out / "results.json").read_text())
+
+    return _run
