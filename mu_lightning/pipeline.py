@@ -20,12 +20,12 @@ from mu_lightning import loggers as logger_factories
 from mu_lightning.cache import StageCache, atomic_write, cache_key
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.errors import ConfigError
-from mu_lightning.metrics import evaluate
+from mu_lightning.metrics import EvalContext, evaluate
 from mu_lightning.stages import ClassifierModule, Unlearner
 
 log = logging.getLogger(__name__)
 
-MODELS = ("original", "gold", "unlearn")
+STAGE_SPLIT = {"original": "train", "gold": "retain"}  # the set each trained stage learns from
 PACKAGES = ("mu_lightning", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "scikit-learn")
 
 
@@ -35,7 +35,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _quiet_lightning()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
 
     # 1. data and the forget request
     data = UnlearningDataModule(
@@ -52,70 +51,97 @@ def run(cfg: DictConfig) -> dict[str, Any]:
              len(data.ids["forget"]), len(data.ids["train"]), cfg.forget._target_.rsplit(".", 1)[-1])
 
     # 2-3. original M on D, gold M_g on D_r: same recipe and seed, looked up in the stage cache first
-    models, stages = {}, {}
-    for stage, split in (("original", "train"), ("gold", "retain")):
-        key = cache_key({"stage": stage, "data": data.fingerprint(split), "seed": cfg.seed,
-                         "model": OmegaConf.to_container(cfg.model, resolve=True),
-                         "train": OmegaConf.to_container(cfg.train, resolve=True),
-                         "precision": str(cfg.trainer.precision)})
-        t0 = time.perf_counter()
-        state, meta, hit = cache.get_or_train(stage, key, lambda s=stage, sp=split: _train(cfg, data, s, sp))
-        seconds[stage] = time.perf_counter() - t0
-        models[stage] = _build_model(cfg)
-        models[stage].load_state_dict(state)
-        stages[stage] = {"cache_key": key, "cache_hit": hit, **meta}
-        log.info("%-8s %s (key %s) in %.2f s", stage,
-                 "loaded from the stage cache" if hit else f"trained on {split} ({len(data.ids[split])} samples)",
-                 key, seconds[stage])
+    models, stages, seconds = {}, {}, {}
+    for stage in ("original", "gold"):
+        models[stage], stages[stage], seconds[stage] = trained_model(cfg, data, cache, stage, cfg.seed)
 
     # 4. unlearn: M_u starts from M's weights; the method sees D_f and D_r, never M_g
-    L.seed_everything(cfg.unlearn_seed, workers=True, verbose=False)
-    net = _build_model(cfg)
-    net.load_state_dict(models["original"].state_dict())
-    unlearner: Unlearner = instantiate(cfg.unlearner, model=net)
-    if not isinstance(unlearner, Unlearner):
-        raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
     run_loggers = _loggers(cfg, "unlearn")
-    t0 = time.perf_counter()
     try:
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-        unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, run_loggers, callbacks), seed=cfg.unlearn_seed)
+        models["unlearn"], stages["unlearn"], seconds["unlearn"] = unlearned_model(
+            cfg, data, models["original"], cfg.unlearn_seed, run_loggers)
+
+        # 5. evaluate: logits once per (model, split), every metric derived from them
+        t0 = time.perf_counter()
+        ctx = EvalContext(
+            models=models, data=data, stages=stages, seconds=seconds, cfg=cfg.metric,
+            gold=lambda seed: trained_model(cfg, data, cache, "gold", seed)[0],
+            unlearned=lambda seed: unlearned_model(cfg, data, models["original"], seed, [])[0],
+            fresh_model=lambda seed: _build_model(cfg, seed),
+        )
+        metrics = evaluate(ctx)
+        seconds["evaluate"] = time.perf_counter() - t0
+        seconds["total"] = time.perf_counter() - started
+
+        # 6. results: one file, written last and atomically, so its presence means the run completed
+        results = {
+            "metrics": metrics,
+            "seconds": seconds,
+            "stages": stages,
+            "sizes": {s: len(ids) for s, ids in data.ids.items()},
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "versions": _versions(),
+        }
+        logits = {"logits": ctx.computed_logits(), "labels": {s: data.tensors(s)[1] for s in data.ids},
+                  "ids": dict(data.ids)}
+        atomic_write(out / "logits.pt", lambda f: torch.save(logits, f))
+        for logger in run_loggers:
+            logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}})
     except BaseException:
         logger_factories.close(run_loggers, ok=False)
         raise
-    seconds["unlearn"] = time.perf_counter() - t0
-    models["unlearn"] = unlearner.model
-    stages["unlearn"] = {"method": type(unlearner).__name__, "reads": list(unlearner.reads),
-                         "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
-                         "diverged_step": unlearner.diverged_step}
-    if unlearner.diverged:
-        log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
-                    unlearner.diverged_step)
-    log.info("%-8s %s: %d steps in %.2f s", "unlearn", stages["unlearn"]["method"], unlearner.steps_taken,
-             seconds["unlearn"])
-
-    # 5. evaluate: logits once per (model, split), every metric derived from them
-    t0 = time.perf_counter()
-    metrics = evaluate(models, data, stages=stages, seconds=seconds, cfg=cfg.metric)
-    seconds["evaluate"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - started
-
-    # 6. results: one file, written last and atomically, so its presence means the run completed
-    results = {
-        "metrics": metrics,
-        "seconds": seconds,
-        "stages": stages,
-        "sizes": {s: len(ids) for s, ids in data.ids.items()},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": _versions(),
-    }
-    for logger in run_loggers:
-        logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}})
     logger_factories.close(run_loggers, ok=True)
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(summary_table(results))
     log.info("results in %s", out / "results.json")
     return results
+
+
+def trained_model(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, stage: str, seed: int
+                  ) -> tuple[torch.nn.Module, dict[str, Any], float]:
+    """The original (``stage="original"``, on D) or gold (``"gold"``, on D_r) model for ``seed``.
+
+    Looked up in the stage cache under a key of exactly what determines it; trained and stored on a miss.
+    Returns ``(model, facts, seconds)``.
+    """
+    split = STAGE_SPLIT[stage]
+    key = cache_key({"stage": stage, "data": data.fingerprint(split), "seed": seed,
+                     "model": OmegaConf.to_container(cfg.model, resolve=True),
+                     "train": OmegaConf.to_container(cfg.train, resolve=True),
+                     "precision": str(cfg.trainer.precision)})
+    t0 = time.perf_counter()
+    state, meta, hit = cache.get_or_train(stage, key, lambda: _train(cfg, data, stage, seed))
+    seconds = time.perf_counter() - t0
+    model = _build_model(cfg)
+    model.load_state_dict(state)
+    log.info("%-8s %s (seed %d, key %s) in %.2f s", stage,
+             "loaded from the stage cache" if hit else f"trained on {split} ({len(data.ids[split])} samples)",
+             seed, key, seconds)
+    return model, {"cache_key": key, "cache_hit": hit, "seed": seed, **meta}, seconds
+
+
+def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, original: torch.nn.Module, seed: int,
+                    loggers: list) -> tuple[torch.nn.Module, dict[str, Any], float]:
+    """M_u from a copy of M by the configured unlearner, with unlearning seed ``seed``: ``(model, facts, s)``."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    net = _build_model(cfg)
+    net.load_state_dict(original.state_dict())
+    unlearner: Unlearner = instantiate(cfg.unlearner, model=net)
+    if not isinstance(unlearner, Unlearner):
+        raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    t0 = time.perf_counter()
+    unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks), seed=seed)
+    seconds = time.perf_counter() - t0
+    facts = {"method": type(unlearner).__name__, "reads": list(unlearner.reads), "seed": seed,
+             "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
+             "diverged_step": unlearner.diverged_step}
+    if unlearner.diverged:
+        log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
+                    unlearner.diverged_step)
+    log.info("%-8s %s (seed %d): %d steps in %.2f s", "unlearn", facts["method"], seed, unlearner.steps_taken,
+             seconds)
+    return unlearner.model, facts, seconds
 
 
 def summary_table(results: dict[str, Any]) -> str:
@@ -130,23 +156,26 @@ def summary_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def _build_model(cfg: DictConfig) -> torch.nn.Module:
+def _build_model(cfg: DictConfig, seed: int | None = None) -> torch.nn.Module:
+    if seed is not None:
+        L.seed_everything(seed, workers=True, verbose=False)
     return instantiate(cfg.model)
 
 
-def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, split: str) -> tuple[dict, dict]:
-    """Train the original (split='train') or gold (split='retain') model from the seeded initialisation."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg))
+def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int) -> tuple[dict, dict]:
+    """Train the original or gold model from the initialisation drawn with ``seed``."""
+    split = STAGE_SPLIT[stage]
+    module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg, seed))
     stage_loggers = _loggers(cfg, stage)
     t0 = time.perf_counter()
     try:
         _trainer(cfg, module.epochs, stage_loggers).fit(
-            module, train_dataloaders=data.batches(split, module.batch_size, shuffle=True, seed=cfg.seed))
+            module, train_dataloaders=data.batches(split, module.batch_size, shuffle=True, seed=seed))
     finally:
         logger_factories.close(stage_loggers, ok=not module.diverged)
     if module.diverged:
-        raise RuntimeError(f"training the {stage} model diverged at step {module.diverged_step}: lower train.optimizer.lr")
+        raise RuntimeError(f"training the {stage} model diverged at step {module.diverged_step}: "
+                           "lower train.optimizer.lr")
     meta = {"fit_seconds": time.perf_counter() - t0, "steps": module.steps_taken, "samples": len(data.ids[split])}
     return {k: v.detach().cpu() for k, v in module.model.state_dict().items()}, meta
 

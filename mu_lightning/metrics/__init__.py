@@ -1,6 +1,7 @@
 """Metrics over logits cached once per (model, split)."""
 
 from mu_lightning.metrics.accuracy import accuracy, logits_of
+from mu_lightning.metrics.context import EvalContext
 from mu_lightning.metrics.evaluate import evaluate
 
-__all__ = ["accuracy", "evaluate", "logits_of"]
+__all__ = ["EvalContext", "accuracy", "evaluate", "logits_of"]

@@ -13,7 +13,7 @@ class MLP(nn.Sequential):
     def __init__(self, input_shape: list[int], num_classes: int, hidden: list[int] = (128, 64)):
         widths = [math.prod(input_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
-        for d_in, d_out in zip(widths[:-1], widths[1:]):
+        for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(d_in, d_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], num_classes))
         super().__init__(*layers)
