@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 
 import lightning as L
@@ -20,7 +21,8 @@ class UnlearningDataModule(L.LightningDataModule):
 
     Args:
         source: returns the dataset's samples (``conf/dataset/*.yaml: source``).
-        forget: ``(train_ids, train_labels) -> forget_ids`` (``conf/forget/*.yaml``).
+        forget: ``(train_ids, train_labels) -> forget_ids`` (``conf/forget/*.yaml``); keyword-only ``groups``,
+            ``fine_labels`` and ``fine_names`` are passed when it declares them (``forget.py``).
         test_fraction, val_fraction: held-out shares drawn with ``split_seed`` when the source has no official
             test split; val is always drawn from the non-test part.
         split_seed: the seed of that draw; part of the dataset's identity, not of a run.
@@ -56,13 +58,21 @@ class UnlearningDataModule(L.LightningDataModule):
         n_val = round(self.val_fraction * len(pool))
         val, train = pool[:n_val], pool[n_val:]
         train = train.sort().values
-        forget = self.forget_selector(train, samples.y[train])
+        forget = self.forget_selector(train, samples.y[train], **self._request_context(samples, train))
         retain = train[~torch.isin(train, forget)]
         if len(retain) == 0:
             raise ConfigError("the forget request covers the whole training set: the retain set would be empty")
         self.samples = samples
         self.ids = {"train": train, "forget": forget, "retain": retain, "val": val.sort().values,
                     "test": test.sort().values}
+
+    def _request_context(self, samples: Samples, train: torch.Tensor) -> dict:
+        """What a selector needs beyond labels, for the training samples; passed only where it declares it."""
+        params = inspect.signature(self.forget_selector).parameters
+        per_sample = {"groups": samples.group, "fine_labels": samples.fine}
+        context = {k: (None if v is None else v[train]) for k, v in per_sample.items()}
+        context["fine_names"] = samples.fine_names
+        return {k: v for k, v in context.items() if k in params}
 
     @property
     def num_classes(self) -> int:

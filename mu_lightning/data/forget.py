@@ -2,6 +2,8 @@
 
 Each selector takes the training-set sample ids and their labels and returns the sorted forget ids.
 ``conf/forget/<name>.yaml`` names one (``_partial_: true``); its other keys are the selector's options.
+A selector that needs more than labels declares it as a keyword-only parameter, and the datamodule passes it for
+the training samples: ``groups`` (``Samples.group``), ``fine_labels`` (``Samples.fine``), ``fine_names``.
 """
 
 from __future__ import annotations
@@ -76,3 +78,88 @@ def from_file(train_ids: torch.Tensor, labels: torch.Tensor, path: str | None = 
     if len(ids_t) >= len(train_ids):
         raise ConfigError(f"forget.path={path}: it names the whole training set; the retain set would be empty")
     return ids_t.sort().values
+
+
+def by_entity(
+    train_ids: torch.Tensor, labels: torch.Tensor, *, groups: torch.Tensor | None,
+    entities: list[int] | int | None = None, fraction: float | None = 0.1, count: int | None = None, seed: int = 0,
+) -> torch.Tensor:
+    """Every training sample owned by the chosen entities: ``entities`` if given, else ``count`` entities, else
+    ``fraction`` of the entities with training samples, drawn with ``seed``.
+
+    An entity-level request is "the unlearning request issued by an entity" of the setting (a user deleting their
+    account), so it takes all of that entity's samples, however many there are.
+    """
+    if groups is None:
+        raise ConfigError("forget=entity needs a dataset that says which entity owns each sample: set "
+                          "dataset.num_entities=<N> for a seeded assignment, or give a tensor_file a `group` array")
+    present = groups.unique()  # sorted
+    n = len(present)
+    if entities is not None:
+        wanted = torch.tensor([entities] if isinstance(entities, int) else list(entities), dtype=torch.int64)
+        if len(wanted) == 0:
+            raise ConfigError("forget.entities is empty: name one or more entity ids, or set it to null and use "
+                              "forget.fraction or forget.count")
+        missing = wanted[~torch.isin(wanted, present)]
+        if len(missing):
+            raise ConfigError(f"forget.entities={wanted.tolist()}: {missing[:5].tolist()} own no training sample "
+                              f"(the training set has entities {present[:10].tolist()}{'...' if n > 10 else ''})")
+        chosen = wanted
+    else:
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < n:
+                raise ConfigError(f"forget.count={count!r} is out of range: it must be an integer with 0 < count < "
+                                  f"{n} (the training set has {n} entities)")
+            k = count
+        else:
+            if fraction is None or not 0 < float(fraction) < 1:
+                raise ConfigError(f"forget.fraction={fraction!r} is out of range: it must be > 0 and < 1")
+            k = round(float(fraction) * n)
+            if not 0 < k < n:
+                raise ConfigError(f"forget.fraction={fraction} selects {k} of {n} entities: choose a larger "
+                                  "fraction or set forget.count")
+        chosen = present[torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:k]]
+    forget = train_ids[torch.isin(groups, chosen)]
+    if len(forget) == len(train_ids):
+        raise ConfigError(f"forget.entities={chosen.tolist()} own the whole training set: the retain set would be "
+                          "empty")
+    return forget.sort().values
+
+
+def by_subclass(
+    train_ids: torch.Tensor, labels: torch.Tensor, *, fine_labels: torch.Tensor | None,
+    fine_names: tuple[str, ...] | None = None, subclasses: list[int | str] | int | str | None = None,
+) -> torch.Tensor:
+    """Every training sample of the fine classes ``subclasses`` (ids, or names where the dataset names them).
+
+    Sub-class forgetting (Chundawat et al., AAAI 2023): the model predicts coarse labels, and one fine class inside
+    a coarse label is forgotten while the rest of that coarse label is kept.
+    """
+    if fine_labels is None:
+        raise ConfigError("forget=subclass needs a dataset whose model trains on coarse labels with fine sub-classes "
+                          "(dataset=cifar100_coarse, or a tensor_file with a `fine` array)")
+    present = sorted(int(c) for c in fine_labels.unique())
+    wanted_raw = [subclasses] if isinstance(subclasses, int | str) else list(subclasses or [])
+    if not wanted_raw:
+        names = f" (or names such as {list(fine_names[:5])})" if fine_names else ""
+        raise ConfigError(f"forget=subclass needs forget.subclasses=[...]: one or more of the fine classes "
+                          f"{present[:10]}{'...' if len(present) > 10 else ''}{names}")
+    wanted = []
+    for c in wanted_raw:
+        if isinstance(c, str) and not c.lstrip("-").isdigit():
+            if not fine_names or c not in fine_names:
+                raise ConfigError(f"forget.subclasses: {c!r} is not a fine class name"
+                                  + (f"; names are e.g. {list(fine_names[:10])}" if fine_names else
+                                     "; this dataset has no class names, use fine label ids"))
+            wanted.append(fine_names.index(c))
+        else:
+            wanted.append(int(c))
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise ConfigError(f"forget.subclasses={wanted_raw}: {missing} not among the training set's fine classes "
+                          f"{present[:10]}{'...' if len(present) > 10 else ''}")
+    forget = train_ids[torch.isin(fine_labels, torch.tensor(wanted))]
+    if len(forget) == len(train_ids):
+        raise ConfigError(f"forget.subclasses={wanted_raw} covers the whole training set: the retain set would be "
+                          "empty")
+    return forget.sort().values

@@ -1,0 +1,223 @@
+"""Every dataset reader loads tiny files written here in its official format, through the config, as the CLI would.
+
+No test downloads anything: the download path is exercised with ``file://`` URLs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from scipy.io import savemat
+
+from mu_lightning.data.archives import RemoteFile, locate, md5sum
+from mu_lightning.data.sources import assign_entities
+from mu_lightning.errors import ConfigError
+from tests.conftest import compose_cfg
+
+RNG = np.random.default_rng(0)
+IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
+
+
+def load(tmp_path, *overrides):
+    cfg = compose_cfg(tmp_path, list(overrides), fast=False)
+    return instantiate(cfg.dataset.source)()
+
+
+def write_idx(path, array: np.ndarray):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root, n_train=30, n_test=10):
+    arrays = [RNG.integers(0, 256, (n_train, 28, 28)), RNG.integers(0, 10, n_train),
+              RNG.integers(0, 256, (n_test, 28, 28)), RNG.integers(0, 10, n_test)]
+    root.mkdir(parents=True, exist_ok=True)
+    for name, a in zip(IDX_FILES, arrays, strict=True):
+        write_idx(root / name, a)
+    return arrays
+
+
+def write_tar_pickles(path, members: dict[str, dict]):
+    """A .tar.gz of pickled dicts, protocol 2 like the official (Python 2) CIFAR batches."""
+    with tarfile.open(path, "w:gz") as tar:
+        for name, obj in members.items():
+            raw = pickle.dumps(obj, protocol=2)
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+
+
+def write_cifar10(root, per_batch=6, n_test=8):
+    root.mkdir(parents=True, exist_ok=True)
+    batches = {f"cifar-10-batches-py/data_batch_{i}": per_batch for i in range(1, 6)}
+    batches["cifar-10-batches-py/test_batch"] = n_test
+    members = {name: {"data": RNG.integers(0, 256, (n, 3072), dtype=np.uint8),
+                      "labels": RNG.integers(0, 10, n).tolist()} for name, n in batches.items()}
+    members["cifar-10-batches-py/batches.meta"] = {"label_names": [f"c{i}" for i in range(10)]}
+    write_tar_pickles(root / "cifar-10-python.tar.gz", members)
+    return members
+
+
+FINE_NAMES = ["apple", "rocket", "baby", "lamp", "sea", "mushroom"] + [f"class{i}" for i in range(6, 100)]
+
+
+def write_cifar100(root, n_train=60, n_test=20):
+    """Fine classes 0-5 only, coarse = fine // 2; each image's brightness encodes its coarse class (learnable)."""
+    root.mkdir(parents=True, exist_ok=True)
+    members = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = np.arange(n) % 6
+        coarse = fine // 2
+        data = (coarse[:, None] * 100 + RNG.integers(0, 40, (n, 3072))).astype(np.uint8)
+        members[f"cifar-100-python/{name}"] = {"data": data, "fine_labels": fine.tolist(),
+                                               "coarse_labels": coarse.tolist()}
+    members["cifar-100-python/meta"] = {"fine_label_names": FINE_NAMES,
+                                        "coarse_label_names": [f"super{i}" for i in range(20)]}
+    write_tar_pickles(root / "cifar-100-python.tar.gz", members)
+    return members
+
+
+def write_svhn(root, n_train=12, n_test=5):
+    root.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, n in (("train_32x32.mat", n_train), ("test_32x32.mat", n_test)):
+        x = RNG.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)  # 1..10, where 10 is the digit 0
+        savemat(root / name, {"X": x, "y": y})
+        out[name] = (x, y)
+    return out
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_idx_datasets_load_train_then_test(tmp_path, name):
+    x_tr, y_tr, x_te, y_te = write_mnist(tmp_path / "d")
+    s = load(tmp_path, f"dataset={name}", f"dataset.data_dir={tmp_path / 'd'}", "dataset.source.normalize=false")
+    assert s.x.shape == (40, 1, 28, 28) and s.x.dtype == torch.float32
+    assert torch.equal(s.split, torch.tensor([0] * 30 + [1] * 10))
+    assert torch.equal(s.y, torch.tensor(np.concatenate([y_tr, y_te])))
+    assert torch.allclose(s.x[31, 0], torch.tensor(x_te[1] / 255.0, dtype=torch.float32))
+    assert s.group is None and s.fine is None
+
+
+def test_normalisation_uses_training_split_statistics(tmp_path):
+    write_mnist(tmp_path / "d")
+    raw = load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}", "dataset.source.normalize=false")
+    s = load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}")
+    train = s.x[s.split == 0]
+    assert abs(float(train.mean())) < 1e-5 and float(train.std()) == pytest.approx(1.0, abs=1e-4)
+    mean, std = raw.x[:30].mean(), raw.x[:30].std()
+    assert torch.allclose(s.x[35], (raw.x[35] - mean) / std, atol=1e-5)  # test samples use train statistics
+
+
+def test_cifar10_pixel_layout_and_labels(tmp_path):
+    members = write_cifar10(tmp_path / "c")
+    s = load(tmp_path, "dataset=cifar10", f"dataset.data_dir={tmp_path / 'c'}", "dataset.source.normalize=false")
+    assert s.x.shape == (38, 3, 32, 32) and int((s.split == 1).sum()) == 8
+    second = members["cifar-10-batches-py/data_batch_2"]
+    # sample 7 is the second batch's second image; row-major 1024 red, 1024 green, 1024 blue values
+    assert float(s.x[7, 1, 2, 3]) == pytest.approx(second["data"][1, 1024 + 2 * 32 + 3] / 255.0)
+    assert int(s.y[7]) == second["labels"][1]
+    assert s.y[30:].tolist() == members["cifar-10-batches-py/test_batch"]["labels"]
+
+
+def test_cifar100_fine_or_coarse_labels(tmp_path):
+    write_cifar100(tmp_path / "c")
+    fine = load(tmp_path, "dataset=cifar100", f"dataset.data_dir={tmp_path / 'c'}")
+    coarse = load(tmp_path, "dataset=cifar100_coarse", f"dataset.data_dir={tmp_path / 'c'}")
+    assert fine.y[:7].tolist() == [0, 1, 2, 3, 4, 5, 0] and fine.fine is None
+    assert coarse.y[:7].tolist() == [0, 0, 1, 1, 2, 2, 0]
+    assert torch.equal(coarse.fine, fine.y) and coarse.fine_names[1] == "rocket"
+    assert torch.equal(coarse.x, fine.x)
+    with pytest.raises(ConfigError, match="dataset.source.label='medium'"):
+        load(tmp_path, "dataset=cifar100", f"dataset.data_dir={tmp_path / 'c'}", "dataset.source.label=medium")
+
+
+def test_svhn_layout_and_label_ten_is_zero(tmp_path):
+    files = write_svhn(tmp_path / "s")
+    s = load(tmp_path, "dataset=svhn", f"dataset.data_dir={tmp_path / 's'}", "dataset.source.normalize=false")
+    x_tr, y_tr = files["train_32x32.mat"]
+    assert s.x.shape == (17, 3, 32, 32) and int((s.split == 0).sum()) == 12
+    assert float(s.x[4, 2, 5, 6]) == pytest.approx(x_tr[5, 6, 2, 4] / 255.0)
+    assert s.y[:12].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2]
+
+
+def test_missing_files_name_the_files_and_the_download_switch(tmp_path):
+    with pytest.raises(ConfigError, match=r"lacks \['t10k-images-idx3-ubyte.gz'.*dataset.download=true"):
+        (tmp_path / "d").mkdir()
+        write_idx(tmp_path / "d" / IDX_FILES[0], np.zeros((2, 28, 28)))
+        write_idx(tmp_path / "d" / IDX_FILES[1], np.zeros(2))
+        load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}")
+    with pytest.raises(ConfigError, match="cifar-100-python.tar.gz"):
+        load(tmp_path, "dataset=cifar100_coarse", f"dataset.data_dir={tmp_path / 'empty'}")
+
+
+def test_damaged_files_are_config_errors(tmp_path):
+    write_mnist(tmp_path / "d")
+    (tmp_path / "d" / IDX_FILES[2]).write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match="t10k-images-idx3-ubyte.gz is not a gzipped IDX file"):
+        load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}")
+    (tmp_path / "c").mkdir()
+    write_tar_pickles(tmp_path / "c" / "cifar-10-python.tar.gz",
+                      {"cifar-10-batches-py/data_batch_1": {"data": np.zeros((1, 3072), np.uint8), "labels": [0]}})
+    with pytest.raises(ConfigError, match="no member cifar-10-batches-py/data_batch_2"):
+        load(tmp_path, "dataset=cifar10", f"dataset.data_dir={tmp_path / 'c'}")
+
+
+def test_archive_pickles_cannot_run_code(tmp_path):
+    (tmp_path / "c").mkdir()
+    members = {f"cifar-10-batches-py/{n}": {"data": np.zeros((1, 3072), np.uint8), "labels": [0]}
+               for n in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]}
+    members["cifar-10-batches-py/data_batch_3"] = {"data": print}  # a pickle that would import a callable
+    write_tar_pickles(tmp_path / "c" / "cifar-10-python.tar.gz", members)
+    with pytest.raises(ConfigError, match=r"builtin__\.print is not allowed"):
+        load(tmp_path, "dataset=cifar10", f"dataset.data_dir={tmp_path / 'c'}")
+
+
+def test_download_verifies_the_checksum(tmp_path):
+    served = tmp_path / "server" / "file.bin"
+    served.parent.mkdir()
+    served.write_bytes(b"official bytes")
+    good = RemoteFile("file.bin", ("file:///nonexistent/file.bin", served.as_uri()), md5sum(served))
+    paths = locate("demo", tmp_path / "data", [good], download=True)  # the first URL fails, the mirror answers
+    assert paths["file.bin"].read_bytes() == b"official bytes"
+    bad = RemoteFile("other.bin", (served.as_uri(),), "0" * 32)
+    with pytest.raises(ConfigError, match="MD5 .* expected 0000"):
+        locate("demo", tmp_path / "data", [bad], download=True)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")) == ["file.bin"]
+
+
+def test_entity_assignment_is_seeded_and_balanced():
+    g = assign_entities(103, 10, seed=0)
+    assert sorted(torch.bincount(g).tolist()) == [10] * 7 + [11] * 3
+    assert torch.equal(g, assign_entities(103, 10, seed=0)) and not torch.equal(g, assign_entities(103, 10, seed=1))
+    with pytest.raises(ConfigError, match="dataset.num_entities=0"):
+        assign_entities(103, 0)
+
+
+def test_vision_datasets_get_entities_on_request(tmp_path):
+    write_mnist(tmp_path / "d")
+    s = load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}", "dataset.num_entities=4")
+    assert sorted(torch.bincount(s.group).tolist()) == [10, 10, 10, 10]
+
+
+def test_subclass_forgetting_end_to_end_on_cifar100_files(tmp_path, run_pipeline):
+    write_cifar100(tmp_path / "c")
+    res = run_pipeline("dataset=cifar100_coarse", f"dataset.data_dir={tmp_path / 'c'}", "forget=subclass",
+                       "forget.subclasses=[rocket]", "unlearner=none", "train.epochs=10", "logger=none",
+                       "dataset.val_fraction=0.2", fast=False)
+    ids = [int(s) for s in (tmp_path / "run" / "forget_ids.txt").read_text().split()]
+    train = torch.load(tmp_path / "run" / "logits.pt", weights_only=True)["ids"]["train"].tolist()
+    assert ids == [i for i in train if i % 6 == 1]  # fine class 1 ("rocket") is every sixth training image
+    assert res["sizes"]["train"] == 48 and res["sizes"]["test"] == 20
+    # the coarse labels are learnable from brightness: retained and test samples are classified well
+    assert res["metrics"]["original/retain_acc"] > 0.9 and res["metrics"]["original/test_acc"] > 0.8
