@@ -221,3 +221,62 @@ def test_subclass_forgetting_end_to_end_on_cifar100_files(tmp_path, run_pipeline
     assert res["sizes"]["train"] == 48 and res["sizes"]["test"] == 20
     # the coarse labels are learnable from brightness: retained and test samples are classified well
     assert res["metrics"]["original/retain_acc"] > 0.9 and res["metrics"]["original/test_acc"] > 0.8
+
+
+def own_file(tmp_path, suffix=".npz", **arrays):
+    path = tmp_path / f"own{suffix}"
+    if suffix == ".npz":
+        np.savez(path, **arrays)
+    else:
+        torch.save({k: torch.as_tensor(v) for k, v in arrays.items()}, path)
+    return path
+
+
+def load_own(tmp_path, path, *overrides, shape="[1,2,2]", classes=3):
+    return load(tmp_path, "dataset=tensor_file", f"dataset.path={path}", f"dataset.input_shape={shape}",
+                f"dataset.num_classes={classes}", *overrides)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_tensor_file_keeps_groups_and_split(tmp_path, suffix):
+    x = RNG.normal(size=(6, 1, 2, 2)).astype(np.float32)
+    path = own_file(tmp_path, suffix, x=x, y=np.array([0, 1, 2, 0, 1, 2]), group=np.array([4, 4, 8, 8, 9, 9]),
+                    split=np.array([0, 0, 0, 0, 1, 1], dtype=np.int8))
+    s = load_own(tmp_path, path)
+    assert torch.equal(s.x, torch.tensor(x)) and s.y.dtype == torch.int64
+    assert s.group.tolist() == [4, 4, 8, 8, 9, 9] and s.split.tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_tensor_file_uint8_pixels_and_seeded_entities(tmp_path):
+    path = own_file(tmp_path, x=np.full((4, 1, 2, 2), 51, dtype=np.uint8), y=np.arange(4) % 3)
+    s = load_own(tmp_path, path, "dataset.num_entities=2")
+    assert torch.allclose(s.x, torch.full((4, 1, 2, 2), 0.2)) and sorted(s.group.tolist()) == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"x": np.zeros((3, 1, 2, 2)), "y": np.zeros(4, int)}, r"y has shape \[4\]; it must be \[3\]"),
+    ({"x": np.stack([np.zeros((1, 2, 2)), np.full((1, 2, 2), np.inf), np.zeros((1, 2, 2))]), "y": np.zeros(3, int)},
+     r"NaN or infinite values in samples \[1\]"),
+    ({"x": np.zeros((3, 1, 2, 2), np.int32), "y": np.zeros(3, int)}, "x has dtype torch.int32"),
+    ({"x": np.zeros((3, 1, 2, 2)), "y": np.zeros(3)}, "y has dtype torch.float64; it must be an integer type"),
+    ({"x": np.zeros((3, 1, 2, 2)), "y": np.zeros(3, int), "groups": np.zeros(3, int)}, r"unknown \['groups'\]"),
+    ({"x": np.zeros((3, 1, 2, 2))}, r"missing \['y'\]"),
+    ({"x": np.zeros((3, 1, 2, 2)), "y": np.zeros(3, int), "split": np.array([0, 1, 2])}, "only 0 .train. and 1"),
+    ({"x": np.zeros((3, 1, 2, 2)), "y": np.array([0, -1, 0])}, "y has negative labels"),
+])
+def test_tensor_file_bad_input_is_a_config_error(tmp_path, arrays, message):
+    with pytest.raises(ConfigError, match=message):
+        load_own(tmp_path, own_file(tmp_path, **arrays))
+
+
+def test_tensor_file_says_what_the_config_needs(tmp_path):
+    path = own_file(tmp_path, x=np.zeros((3, 3, 4, 4), np.float32), y=np.array([0, 4, 1]))
+    with pytest.raises(ConfigError, match=r"dataset.input_shape=\[3,4,4\] dataset.num_classes=5"):
+        load(tmp_path, "dataset=tensor_file", f"dataset.path={path}")
+    with pytest.raises(ConfigError, match=r"dataset.input_shape=\[1, 2, 2\] but .* shape \[3, 4, 4\]"):
+        load_own(tmp_path, path)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_own(tmp_path, tmp_path / "absent.npz")
+    (tmp_path / "own.csv").write_text("1,2")
+    with pytest.raises(ConfigError, match="unknown file type '.csv'"):
+        load_own(tmp_path, tmp_path / "own.csv")
