@@ -44,6 +44,11 @@ class EvalContext:
             self._logits[model, split] = logits_of(self.models[model], self.data.tensors(split)[0])
         return self._logits[model, split]
 
+    def add_model(self, name: str, model: nn.Module) -> str:
+        """Register an extra model (another gold seed, a random-init teacher) so its logits are memoised and saved."""
+        self.models[name] = model
+        return name
+
     def labels(self, split: str) -> torch.Tensor:
         return self.data.tensors(split)[1]
 

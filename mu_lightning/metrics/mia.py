@@ -1,0 +1,107 @@
+"""Population membership-inference attacks on one model's outputs (EVALUATION.md §3.1, §3.2, §3.5).
+
+Higher attack scores mean "looks like a member". For unlearning every one of them is judged against the gold model:
+a retrained model has never seen D_f, so for random forgetting its values are the target, not 0 or 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.classification import BinaryAUROC, BinarySensitivityAtSpecificity
+
+SVC_C = 3.0  # Unlearn-Sparse evaluation/SVC_MIA.py: SVC(C=3, kernel="rbf", gamma="auto")
+TPR_AT_FPR = 0.01
+
+
+def _svc():
+    from sklearn.svm import SVC
+
+    return SVC(C=SVC_C, kernel="rbf", gamma="auto")
+
+
+def _column(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().double().numpy().reshape(len(t), -1)
+
+
+def mia_efficacy(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> float:
+    """MIA-Efficacy of Jia et al. 2023 (App. C.3): the share of D_f an attacker calls non-member.
+
+    Args are one feature per example (``signals.confidence`` in the paper), all from the evaluated model. An RBF-SVC
+    learns members = the first |D_test| examples of D_r against non-members = D_test; the score is
+    1 − mean prediction on D_f. Papers read ↑ as better; for random forgetting the target is the gold model's value.
+    """
+    n = min(len(retain), len(test))
+    x = np.concatenate([_column(retain[:n]), _column(test)])
+    labels = np.concatenate([np.ones(n), np.zeros(len(test))])
+    clf = _svc().fit(x, labels)
+    return float(1.0 - clf.predict(_column(forget)).mean())
+
+
+def entropy_member_rate(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> float:
+    """The bad-teaching / SSD attack (Chundawat et al. 2023; Foster et al. 2024 ``src/metrics.py``).
+
+    Args are prediction entropies. A class-balanced logistic regression learns the whole D_r (member) against D_test;
+    the score is the share of D_f predicted **member**: the opposite direction to ``mia_efficacy`` (↓ = forgotten).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([_column(retain), _column(test)])
+    labels = np.concatenate([np.ones(len(retain)), np.zeros(len(test))])
+    clf = LogisticRegression(class_weight="balanced").fit(x, labels)
+    return float(clf.predict(_column(forget)).mean())
+
+
+def retain_privacy(retain: torch.Tensor, test: torch.Tensor) -> float:
+    """The "training privacy" variant of Unlearn-Sparse SVC_MIA (EVALUATION.md §3.1, §6.2) on D_r vs D_test.
+
+    With n = |D_test|, an SVC learns D_r[:n/2] (member) vs D_test[:n/2] and is scored on D_r[n/2:n] and D_test[n/2:]:
+    the balanced attack accuracy, 0.5 = no leakage of the retained data, ↓.
+    """
+    n = min(len(retain), len(test))
+    h = n // 2
+    x = np.concatenate([_column(retain[:h]), _column(test[:h])])
+    clf = _svc().fit(x, np.concatenate([np.ones(h), np.zeros(h)]))
+    member_hits = clf.predict(_column(retain[h:n])).mean()
+    nonmember_hits = 1.0 - clf.predict(_column(test[h:])).mean()
+    return float((member_hits + nonmember_hits) / 2)
+
+
+def balanced_pairs(n_pos: int, n_neg: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices that subsample the larger of two sets to the size of the smaller, with a fixed seed (§3.2)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = min(n_pos, n_neg)
+    pick = lambda size: torch.randperm(size, generator=gen)[:n].sort().values  # noqa: E731
+    return pick(n_pos), pick(n_neg)
+
+
+def threshold_attack(members: torch.Tensor, nonmembers: torch.Tensor) -> dict[str, float]:
+    """ROC of the attack "score above a threshold ⇒ member" (Yeom et al. 2018): AUC and TPR at 1% FPR.
+
+    AUC = Pr[s(member) > s(non-member)] + ½ Pr[tie]; 0.5 = chance, and AUC ≪ 0.5 also leaks (EVALUATION.md §3.2).
+    """
+    scores = torch.cat([members, nonmembers]).float()
+    target = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long()
+    auc, tpr = BinaryAUROC(), BinarySensitivityAtSpecificity(min_specificity=1 - TPR_AT_FPR)
+    auc.update(scores, target)
+    tpr.update(scores, target)
+    return {"auc": float(auc.compute()), "tpr_at_1fpr": float(tpr.compute()[0])}
+
+
+def rmia_scores(target_x: torch.Tensor, target_z: torch.Tensor, ref_x: torch.Tensor, ref_z: torch.Tensor,
+                a: float, gamma: float = 1.0) -> torch.Tensor:
+    """Offline RMIA score of each point x (Zarifzadeh et al. 2024, §3; ml_privacy_meter ``run_rmia``).
+
+    Args:
+        target_x, target_z: p_y of the target model on the evaluated points and on the population Z.
+        ref_x, ref_z: p_y of K OUT reference models, shape [K, ·].
+        a: offline scaling, Pr(x) = ½((1 + a)·P_OUT(x) + 1 − a).
+        gamma: likelihood-ratio threshold.
+
+    Returns the share of z ∈ Z with ratio(x)/ratio(z) ≥ γ, found by binary search over the sorted ratios.
+    """
+    def ratio(p_target: torch.Tensor, p_ref: torch.Tensor) -> torch.Tensor:
+        return p_target / (0.5 * ((1 + a) * p_ref.mean(0) + 1 - a))
+
+    sorted_z = ratio(target_z, ref_z).sort().values
+    return torch.searchsorted(sorted_z, ratio(target_x, ref_x) / gamma, right=True).double() / len(sorted_z)
