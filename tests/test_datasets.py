@@ -19,6 +19,7 @@ from scipy.io import savemat
 
 from mu_lightning.data.archives import RemoteFile, locate, md5sum
 from mu_lightning.data.sources import assign_entities
+from mu_lightning.data.tensor_file import tensor_file
 from mu_lightning.errors import ConfigError
 from tests.conftest import compose_cfg
 
@@ -266,7 +267,7 @@ def test_tensor_file_uint8_pixels_and_seeded_entities(tmp_path):
 ])
 def test_tensor_file_bad_input_is_a_config_error(tmp_path, arrays, message):
     with pytest.raises(ConfigError, match=message):
-        load_own(tmp_path, own_file(tmp_path, **arrays))
+        tensor_file(str(own_file(tmp_path, **arrays)), input_shape=[1, 2, 2], num_classes=3)
 
 
 def test_tensor_file_says_what_the_config_needs(tmp_path):
