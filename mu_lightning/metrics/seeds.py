@@ -70,13 +70,16 @@ def example_epsilon(unlearned: np.ndarray, retrained: np.ndarray) -> float:
 def forget_score(unlearned_phi: np.ndarray, retrained_phi: np.ndarray) -> tuple[float, np.ndarray]:
     """Challenge forget score F ∈ [0, 1], ↑, and the per-example ε; inputs are φ of shape [N models, |D_f|].
 
-    F = mean over D_f of 2^(−⌊2ε⌋) when ε < ⌈ln(N − 1)⌉, else 0 (the closed form of ``metric.py``'s buckets).
+    F = mean over D_f of ``points(ε, N)``, the closed form of ``metric.py``'s half-unit buckets.
     """
-    n = unlearned_phi.shape[0]
     eps = np.array([example_epsilon(unlearned_phi[:, i], retrained_phi[:, i]) for i in range(unlearned_phi.shape[1])])
+    return float(points(eps, unlearned_phi.shape[0]).mean()), eps
+
+
+def points(eps: np.ndarray, n: int) -> np.ndarray:
+    """Per-example points 2^(−⌊2ε⌋), or 0 from ε ≥ ⌈ln(n − 1)⌉ on (n models per side: finer ε is not resolvable)."""
     max_eps = math.ceil(math.log(n - 1))
-    points = np.where(eps < max_eps, 2.0 ** -np.floor(2 * eps), 0.0)
-    return float(points.mean()), eps
+    return np.where(eps < max_eps, 2.0 ** -np.floor(2 * eps), 0.0)
 
 
 def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
