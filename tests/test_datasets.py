@@ -201,7 +201,8 @@ def test_entity_assignment_is_seeded_and_balanced():
     g = assign_entities(103, 10, seed=0)
     assert sorted(torch.bincount(g).tolist()) == [10] * 7 + [11] * 3
     assert torch.equal(g, assign_entities(103, 10, seed=0)) and not torch.equal(g, assign_entities(103, 10, seed=1))
-    with pytest.raises(ConfigError, match="dataset.num_entities=0"):
+    assert sorted(assign_entities(3, 5).tolist()) == [0, 1, 2]  # more entities than samples: one sample each
+    with pytest.raises(ConfigError, match="dataset.num_entities=0 is not allowed"):
         assign_entities(103, 0)
 
 

@@ -47,12 +47,13 @@ def assign_entities(num_samples: int, num_entities: int | None, seed: int = 0) -
 
     For data that records no owner: it makes entity-level requests ("forget everything user u gave us") runnable on
     any dataset. Entities span the train/test split like real users would; only their training samples are forgotten.
+    With more entities than samples, each sample has its own entity and the rest own nothing.
     """
     if num_entities is None:
         return None
-    if isinstance(num_entities, bool) or not isinstance(num_entities, int) or not 0 < num_entities <= num_samples:
-        raise ConfigError(f"dataset.num_entities={num_entities!r} is out of range: it must be an integer from 1 to "
-                          f"the number of samples ({num_samples}), or null for no entities")
+    if isinstance(num_entities, bool) or not isinstance(num_entities, int) or num_entities < 1:
+        raise ConfigError(f"dataset.num_entities={num_entities!r} is not allowed: it must be a positive integer, or "
+                          "null for no entities")
     order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(int(seed)))
     group = torch.empty(num_samples, dtype=torch.int64)
     group[order] = torch.arange(num_samples) % num_entities
@@ -97,8 +98,9 @@ def standardise(x: torch.Tensor, split: torch.Tensor | None) -> torch.Tensor:
     Test samples must not shape the inputs the model is trained on; a constant channel is only centred. Works in
     place (a CIFAR copy is 0.7 GB) and returns ``x``.
     """
-    train = x if split is None else x[split == 0]
-    dims = [d for d in range(train.dim()) if d != 1]
-    mean = train.mean(dim=dims, keepdim=True)
-    std = train.std(dim=dims, keepdim=True)
-    return x.sub_(mean).div_(torch.where(std > 0, std, torch.ones_like(std)))
+    rows = slice(None) if split is None else split == 0
+    for c in range(x.shape[1]):  # one channel at a time: a copy of one channel's training values, not of all of x
+        values = x[:, c][rows]
+        std = float(values.std())
+        x[:, c] = (x[:, c] - float(values.mean())) / (std if std > 0 else 1.0)
+    return x

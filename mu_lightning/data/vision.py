@@ -165,19 +165,21 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _read_tar_pickles(path: Path, members: list[str]) -> list[dict]:
-    """The pickled dicts ``members`` of a ``.tar.gz``, read without extracting; keys decoded as text (latin-1)."""
-    out = []
+    """The pickled dicts ``members`` of a ``.tar.gz``, read in one pass without extracting; keys decoded as text
+    (latin-1, as the official batches were pickled by Python 2)."""
+    found = {}
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            for member in members:
-                try:
-                    raw = tar.extractfile(member).read()
-                except KeyError:
-                    raise ConfigError(f"{path} has no member {member}: is it the official archive?") from None
-                out.append(_ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load())
+        with tarfile.open(path, "r|gz") as tar:  # a stream: the archive is decompressed once
+            for info in tar:
+                if info.name in members:
+                    raw = tar.extractfile(info).read()
+                    found[info.name] = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except (tarfile.TarError, OSError, EOFError, zlib.error, pickle.UnpicklingError) as err:
         raise ConfigError(f"{path} could not be read as the official archive: {err}") from None
-    return out
+    missing = [m for m in members if m not in found]
+    if missing:
+        raise ConfigError(f"{path} has no member {missing[0]}: is it the official archive?")
+    return [found[m] for m in members]
 
 
 def _samples(path: Path, x: np.ndarray, y: np.ndarray, split: np.ndarray, normalize: bool,
