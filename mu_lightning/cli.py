@@ -6,6 +6,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mu_lightning.errors import ConfigError
@@ -19,9 +21,14 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except ConfigError as err:
-        log.error("error: %s", err)
-        sys.exit(2)
+    except (ConfigError, OSError) as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job and the sweep goes on with the others
+        if isinstance(err, ConfigError):
+            log.error("error: %s", err)
+            sys.exit(2)
+        log.error("error: %s (%s); the stage cache is unaffected", err.strerror, err.filename)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning import loggers as logger_factories
 from mu_lightning.cache import StageCache, atomic_write, cache_key
+from mu_lightning.checks import check_config, check_data
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import EvalContext, evaluate
@@ -33,8 +34,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment and write ``results.json`` into ``cfg.paths.output_dir``; returns the results."""
     started = time.perf_counter()
     _quiet_lightning()
+    check_config(cfg)
     out = Path(cfg.paths.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     # 1. data and the forget request
     data = UnlearningDataModule(
@@ -43,7 +44,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         split_seed=cfg.dataset.split_seed,
     )
     data.setup()
-    _check_fits(cfg, data)
+    check_data(cfg, data)
     cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache)
     atomic_write(out / "forget_ids.txt", lambda f: f.write(
         "".join(f"{i}\n" for i in data.ids["forget"].tolist()).encode()))
@@ -189,27 +190,6 @@ def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = 
 
 def _loggers(cfg: DictConfig, stage: str) -> list:
     return [instantiate(entry)(stage=stage) for entry in (cfg.logger or {}).values() if entry]
-
-
-def _check_fits(cfg: DictConfig, data: UnlearningDataModule) -> None:
-    """Fail before training when the dataset config, the data and the model disagree."""
-    x = data.samples.x
-    if list(x.shape[1:]) != list(cfg.dataset.input_shape):
-        raise ConfigError(f"dataset.input_shape={list(cfg.dataset.input_shape)} but the data's samples have shape "
-                          f"{list(x.shape[1:])}")
-    if data.num_classes > cfg.dataset.num_classes:
-        raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the labels go up to "
-                          f"{data.num_classes - 1}")
-    model = _build_model(cfg)
-    try:
-        with torch.no_grad():
-            out = model.eval()(x[:2])
-    except RuntimeError as err:
-        raise ConfigError(f"model={cfg.model._target_.rsplit('.', 1)[-1]} does not fit inputs of shape "
-                          f"{list(x.shape[1:])}: {err}") from None
-    if out.shape[1:] != (cfg.dataset.num_classes,):
-        raise ConfigError(f"the model outputs {list(out.shape[1:])} logits per sample, expected "
-                          f"[{cfg.dataset.num_classes}] (dataset.num_classes)")
 
 
 def _versions() -> dict[str, str]:

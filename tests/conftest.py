@@ -23,10 +23,12 @@ def compose_cfg(tmp_path: Path, overrides: list[str] = (), fast: bool = True) ->
     with initialize_config_module("mu_lightning.conf", version_base="1.3"):
         cfg = compose("config", overrides=[*(FAST if fast else []), *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
+    given = {o.split("=", 1)[0] for o in overrides}
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.cache_dir = str(tmp_path / "cache")
+        for key, default in (("output_dir", tmp_path / "run"), ("cache_dir", tmp_path / "cache")):
+            if f"paths.{key}" not in given:
+                cfg.paths[key] = str(default)
         del cfg.hydra
     return cfg
 
