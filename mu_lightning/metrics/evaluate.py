@@ -22,7 +22,7 @@ TIERS = ("fast", "full", "seeds")
 
 def evaluate(ctx: EvalContext) -> dict[str, float]:
     """Metrics named ``<model>/<metric>`` (model: original, gold, unlearn), e.g. ``unlearn/forget_acc``."""
-    tier = TIERS.index(_check(ctx.cfg))
+    tier = TIERS.index(check_config(ctx.cfg))
     out: dict[str, float] = {}
     splits = [s for s in SPLITS if len(ctx.data.ids[s])]
     memo: dict[str, dict[str, float]] = {}
@@ -103,12 +103,18 @@ def efficiency(ctx: EvalContext) -> dict[str, float]:
     }
 
 
-def _check(cfg: Any) -> str:
+def check_config(cfg: Any) -> str:
+    """Validate the ``metric`` config group and return its tier; the message names the option and what is allowed."""
     tier = cfg.tier
     if tier not in TIERS:
         raise ConfigError(f"metric.tier={tier!r} is not a tier: use one of {', '.join(TIERS)}")
-    if tier != "fast" and int(cfg.seeds) < 3:
+    if tier == "fast":
+        return tier
+    if int(cfg.seeds) < 3:
         raise ConfigError(f"metric.seeds={cfg.seeds} is too few: metric={tier} needs at least 3 gold seeds "
                           "(the reference gold and two more, for a per-example spread)")
+    if not 0 <= cfg.ain.alpha < 1:
+        raise ConfigError(f"metric.ain.alpha={cfg.ain.alpha} is out of range: it must be >= 0 and < 1")
+    if tier == "seeds" and not 0 <= cfg.rmia.a <= 1:
+        raise ConfigError(f"metric.rmia.a={cfg.rmia.a} is out of range: it must be in [0, 1]")
     return tier
-

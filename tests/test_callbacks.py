@@ -1,0 +1,66 @@
+"""The forget/retain callback: a trajectory every N steps, same names and values as the final evaluation, DDP sync."""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from mu_lightning.callbacks.forget_retain import ForgetRetainCallback
+from mu_lightning.errors import ConfigError
+
+KEYS = ("unlearn/forget_acc", "unlearn/retain_acc", "unlearn/mia_loss_auc")
+
+
+def test_trajectory_every_n_steps_from_m_to_the_final_values(run_pipeline, tmp_path):
+    res = run_pipeline("logger=csv", "callbacks.forget_retain.every_n_steps=10", shared_cache=True)
+    m, steps = res["metrics"], res["stages"]["unlearn"]["steps"]
+    with open(tmp_path / "run" / "csv" / "unlearn" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(KEYS[0]) and not r.get("original/forget_acc")]
+    logged = {int(r["step"]): r for r in rows}
+    assert sorted(logged) == sorted({*range(0, steps + 1, 10), steps})
+    assert float(logged[0][KEYS[0]]) == pytest.approx(m["original/forget_acc"])  # step 0 is M itself
+    assert float(logged[0][KEYS[1]]) == pytest.approx(m["original/retain_acc"])
+    for key in KEYS:  # the last point is the final evaluation's value
+        assert float(logged[steps][key]) == pytest.approx(m[key])
+
+
+def test_every_n_steps_must_be_positive():
+    with pytest.raises(ConfigError, match="every_n_steps=0"):
+        ForgetRetainCallback(every_n_steps=0)
+
+
+def _module() -> SimpleNamespace:
+    """What the callback reads of an Unlearner: ``data.tensors(split)``, ``model`` and ``device``."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(90, 4, generator=gen), torch.randint(0, 3, (90,), generator=gen)
+    split = {"forget": slice(0, 21), "retain": slice(21, 70), "test": slice(70, 90)}
+    data = SimpleNamespace(tensors=lambda s: (x[split[s]], y[split[s]]))
+    torch.manual_seed(0)
+    return SimpleNamespace(data=data, model=torch.nn.Linear(4, 3), device=torch.device("cpu"))
+
+
+def _rank(rank: int, port: int, path: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    values = ForgetRetainCallback().measure(_module(), rank, 2)
+    torch.save({k: float(v) for k, v in values.items()}, f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_sync_to_the_single_process_values(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    alone = {k: float(v) for k, v in ForgetRetainCallback().measure(_module()).items()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(port, str(tmp_path / "out")), nprocs=2)
+    for rank in (0, 1):
+        assert torch.load(tmp_path / f"out.{rank}") == pytest.approx(alone)
