@@ -8,9 +8,11 @@ from typing import ClassVar
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, vmap
 
-from mu_lightning.data.batches import PairedBatches
+from mu_lightning.data.batches import PairedBatches, PhasedBatches, SequentialBatches
 from mu_lightning.data.datamodule import UnlearningDataModule
 from mu_lightning.stages.base import Stage
 
@@ -30,6 +32,8 @@ class Unlearner(Stage):
     reads: ClassVar[tuple[str, ...]] = ("forget", "retain")
     anchor: ClassVar[str] = "retain"
     needs_teacher: ClassVar[bool] = False
+    # True: an epoch is a full pass over each set of ``reads`` in turn, one set per step (RL's D_f pass then D_r pass)
+    sequential: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, epochs: int = 1, batch_size: int = 64, optimizer=None, scheduler=None,
                  grad_clip: float | None = None):
@@ -65,10 +69,53 @@ class Unlearner(Stage):
     def loader(self, data: UnlearningDataModule, seed: int) -> PairedBatches:
         sets = {name: data.batches(name, self.batch_size, shuffle=True, seed=seed + i)
                 for i, name in enumerate(self.reads)}
-        return PairedBatches(sets, anchor=self.anchor)
+        if self.phases(0) is not None:
+            return PhasedBatches(sets, self.phases, self.epochs, epoch=lambda: self.current_epoch)
+        return SequentialBatches(sets) if self.sequential else PairedBatches(sets, anchor=self.anchor)
+
+    def phases(self, epoch: int) -> tuple[str, ...] | None:
+        """The sets epoch ``epoch`` passes over in turn, one set per step, when that changes from epoch to epoch
+        (SCRUB: D_f then D_r for the first ``msteps`` epochs, D_r alone after); None leaves it to ``sequential``."""
+        return None
 
     def loss(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} trains for {self.epochs} epochs but defines no loss()")
 
     def training_step(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
         self.step(self.loss(batch))
+
+    def last_linear(self) -> nn.Linear:
+        """The model's classifier head: its last ``nn.Linear`` (Fisher's last-layer rule, Boundary Expand's head)."""
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise TypeError(f"{type(self).__name__} needs a model whose classifier head is an nn.Linear")
+        return linears[-1]
+
+    def per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: [n, *shape]}``: the gradient of CE(f(x_i), y_i) for each sample, in eval mode (torch.func vmap).
+
+        One vectorised call instead of n backward passes: Fisher forgetting and IU need per-sample gradients.
+        """
+        params = {k: p.detach() for k, p in self.model.named_parameters() if p.requires_grad}
+        buffers = dict(self.model.named_buffers())
+
+        def sample_loss(p, xi, yi):
+            return F.cross_entropy(functional_call(self.model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
+        finally:
+            self.model.train(was_training)
+
+
+def reinitialise(module: nn.Module) -> nn.Module:
+    """Draw fresh weights for every layer of ``module`` that knows how (``reset_parameters``), in place.
+
+    Bad Teacher's incompetent teacher and EU-k's re-initialised blocks both need a random init of a given shape.
+    """
+    for layer in module.modules():
+        if callable(getattr(layer, "reset_parameters", None)):
+            layer.reset_parameters()
+    return module
