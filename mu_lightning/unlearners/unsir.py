@@ -1,0 +1,69 @@
+"""UNSIR (Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023, §III): noise, impair, repair."""
+
+import torch
+import torch.nn.functional as F
+
+from mu_lightning.data.batches import PhasedBatches, TensorBatches
+from mu_lightning.errors import ConfigError
+from mu_lightning.stages.unlearner import Unlearner
+
+
+class UNSIR(Unlearner):
+    """Class forgetting: learn error-maximising noise for each forgotten class, then train on it (impair), then on
+    retained samples alone (repair).
+
+    Noise N (``noise_batch_size`` samples per class) minimises −CE(f(N), y_f) + ``noise_l2``·mean‖N‖² with Adam for
+    ``noise_steps`` steps. Impair: ``impair_epochs`` over ``noise_copies`` copies of each N labelled y_f together with
+    up to ``retain_per_class`` retain samples of each retained class; repair: ``repair_epochs`` over those retain
+    samples. Reads: retain, and which classes the request forgets; never D_f's samples.
+    """
+
+    reads = ("retain",)
+
+    def __init__(self, model, noise_batch_size: int = 32, noise_steps: int = 25, noise_lr: float = 0.1,
+                 noise_l2: float = 0.1, noise_copies: int = 80, retain_per_class: int = 500, impair_epochs: int = 1,
+                 repair_epochs: int = 1, **train):
+        super().__init__(model, epochs=impair_epochs + repair_epochs, **train)
+        self.noise_batch_size, self.noise_steps, self.noise_lr, self.noise_l2 = noise_batch_size, noise_steps, \
+            noise_lr, noise_l2
+        self.noise_copies, self.retain_per_class, self.impair_epochs = noise_copies, retain_per_class, impair_epochs
+        self.noise: dict[int, torch.Tensor] = {}
+
+    def edit(self, data):
+        classes = data.forgotten_classes()
+        forget_y = data.tensors("forget")[1]
+        if not classes or not torch.isin(forget_y, torch.tensor(classes)).all():
+            raise ConfigError(f"unlearner=unsir forgets whole classes only (forget=class forget.classes=[...]); this "
+                              f"forget request holds {len(forget_y)} samples of classes {forget_y.unique().tolist()} "
+                              "and is not every training sample of its classes")
+        self.model.eval()
+        for c in classes:
+            noise = torch.randn(self.noise_batch_size, *data.samples.x.shape[1:], requires_grad=True)
+            opt = torch.optim.Adam([noise], lr=self.noise_lr)
+            target = torch.full((self.noise_batch_size,), c)
+            for _ in range(self.noise_steps):
+                loss = -F.cross_entropy(self.model(noise), target) + self.noise_l2 * noise.pow(2).flatten(1).sum(1).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            self.noise[c] = noise.detach()
+        self.model.zero_grad(set_to_none=True)
+        self.model.train()
+
+    def phases(self, epoch):
+        return ("impair",) if epoch < self.impair_epochs else ("repair",)
+
+    def loader(self, data, seed):
+        xr, yr = data.tensors("retain")
+        order = torch.randperm(len(yr), generator=torch.Generator().manual_seed(seed))
+        keep = torch.cat([order[yr[order] == c][: self.retain_per_class] for c in yr.unique()])
+        xr, yr = xr[keep], yr[keep]
+        xn = torch.cat([n.repeat(self.noise_copies, *[1] * (n.dim() - 1)) for n in self.noise.values()])
+        yn = torch.cat([torch.full((self.noise_copies * len(n),), c) for c, n in self.noise.items()])
+        sets = {"impair": TensorBatches(torch.cat([xn, xr]), torch.cat([yn, yr]), self.batch_size, True, seed),
+                "repair": TensorBatches(xr, yr, self.batch_size, True, seed + 1)}
+        return PhasedBatches(sets, self.phases, self.epochs, epoch=lambda: self.current_epoch)
+
+    def loss(self, batch):
+        ((x, y),) = batch.values()
+        return F.cross_entropy(self.model(x), y)
