@@ -282,3 +282,14 @@ def test_tensor_file_says_what_the_config_needs(tmp_path):
     (tmp_path / "own.csv").write_text("1,2")
     with pytest.raises(ConfigError, match="unknown file type '.csv'"):
         load_own(tmp_path, tmp_path / "own.csv")
+
+
+def test_download_true_fetches_the_missing_files_then_loads(tmp_path, monkeypatch):
+    from mu_lightning.data import vision
+
+    served = tmp_path / "mirror"
+    write_mnist(served)
+    monkeypatch.setattr(vision, "MNIST_URLS", (served.as_uri(),))
+    monkeypatch.setitem(vision.IDX_MD5, "mnist", {f: md5sum(served / f) for f in IDX_FILES})
+    s = load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}", "dataset.download=true")
+    assert len(s.y) == 40 and sorted(p.name for p in (tmp_path / "d").glob("*.gz")) == sorted(IDX_FILES)
