@@ -1,18 +1,22 @@
 """Logger factories, one per ``conf/logger/*.yaml`` entry; the pipeline calls each once per stage.
 
-Stages are separate logger runs (CSV ``version`` / W&B run with ``job_type``) because each has its own step axis
-and a cache hit skips a stage's training entirely; the ``unlearn`` run also carries the final metrics of all three
-models.
+Stages are separate logger runs (CSV/TensorBoard ``version``, a W&B run with ``job_type``) grouped by job, because
+each stage has its own step axis and a cache hit skips a stage's training entirely: prefixes in one run would
+interleave two step counters and leave holes. The ``unlearn`` run also carries the final metrics of all three models.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 log = logging.getLogger(__name__)
+MODELS = ("original", "gold", "unlearn")
 
 
 def csv_logger(stage: str, save_dir: str, name: str = "csv") -> CSVLogger:
@@ -20,22 +24,34 @@ def csv_logger(stage: str, save_dir: str, name: str = "csv") -> CSVLogger:
     return CSVLogger(save_dir=save_dir, name=name, version=stage)
 
 
-def wandb_logger(stage: str, save_dir: str, project: str, group: str, run_name: str, mode: str | None = None,
-                 init_timeout: float = 15.0) -> Logger:
-    """A W&B run per stage, grouped by job. Offline unless ``mode`` or ``WANDB_MODE`` says otherwise.
+def tensorboard_logger(stage: str, save_dir: str, name: str = "tensorboard") -> TensorBoardLogger:
+    """``<save_dir>/<name>/<stage>/events.out.tfevents.*``; Lightning writes through tensorboardX when TensorBoard
+    itself is not installed (tensorboardX is the lighter dependency: no grpcio, werkzeug or markdown)."""
+    return TensorBoardLogger(save_dir=save_dir, name=name, version=stage, default_hp_metric=False)
 
-    Online mode with an API key and no network makes the client wait ~100 s (PITFALLS.md); here init is bounded by
-    ``init_timeout`` and falls back to offline with a warning, so a run never hangs on the network.
+
+def wandb_logger(stage: str, save_dir: str, project: str, run_name: str, group: str | None = None,
+                 config: Any = None, mode: str | None = None, init_timeout: float = 15.0) -> Logger:
+    """A W&B run per stage (``job_type=stage``), grouped by job. Offline unless ``mode`` or ``WANDB_MODE`` says so.
+
+    ``group`` defaults to the last two parts of the run directory (``<date>/<time>`` for a run, ``<time>/<job>`` for
+    a sweep job), which is unique per job and the same for all its stages. ``config`` is stored resolved, as plain
+    values. Online mode with an API key and no network makes the client wait ~100 s (PITFALLS.md); here init is
+    bounded by ``init_timeout`` and falls back to offline with a warning, so a run never hangs on the network.
     """
     import wandb
     from lightning.pytorch.loggers import WandbLogger
+    from omegaconf import OmegaConf
 
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     os.makedirs(save_dir, exist_ok=True)
+    group = group or "/".join(Path(save_dir).resolve().parts[-2:])
+    if OmegaConf.is_config(config):
+        config = OmegaConf.to_container(config, resolve=True)
 
     def make(m: str) -> WandbLogger:
         return WandbLogger(project=project, group=group, name=f"{run_name}/{stage}", job_type=stage,
-                           save_dir=save_dir, mode=m, reinit="finish_previous",
+                           save_dir=save_dir, mode=m, reinit="finish_previous", config=config,
                            settings=wandb.Settings(init_timeout=init_timeout, silent=True))
 
     logger = make(mode)
@@ -49,8 +65,62 @@ def wandb_logger(stage: str, save_dir: str, project: str, group: str, run_name: 
 
 
 def close(loggers: list[Logger], ok: bool) -> None:
-    """Flush every logger; a W&B run is marked failed when the stage did not finish."""
+    """Flush every logger; a W&B run is marked failed (exit code 1) when the stage did not finish."""
     for logger in loggers:
         logger.finalize("success" if ok else "failed")
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish(exit_code=0 if ok else 1)
+
+
+def log_results(loggers: list[Logger], results: dict[str, Any], run_dir: str | Path) -> None:
+    """End-of-run extras on the unlearn-stage loggers, before they are closed.
+
+    W&B: the resolved config, a summary of every metric, second and split size, a ``wandb.Table`` of the final
+    metrics per model with a forget-vs-retain scatter, and histograms of the per-sample loss (the score of a loss
+    MIA, Yeom et al. 2018) for members (retain), forgotten samples (forget) and non-members (test) under each model.
+    TensorBoard: the same histograms. Histograms need ``logits.pt`` in ``run_dir``; without it they are skipped.
+    """
+    losses = sample_losses(Path(run_dir) / "logits.pt")
+    for logger in loggers:
+        kind = type(logger).__name__
+        if kind == "WandbLogger":
+            _wandb_extras(logger.experiment, results, losses)
+        elif kind == "TensorBoardLogger":
+            for (model, split), loss in losses.items():
+                logger.experiment.add_histogram(f"loss/{model}/{split}", loss.numpy())
+
+
+def sample_losses(path: Path) -> dict[tuple[str, str], torch.Tensor]:
+    """Per-sample cross-entropy ``{(model, split): loss}`` from a run's ``logits.pt`` (empty if it is missing)."""
+    if not path.exists():
+        return {}
+    saved = torch.load(path, weights_only=True)
+    return {(model, split): torch.nn.functional.cross_entropy(logits.float(), saved["labels"][split],
+                                                              reduction="none")
+            for model, by_split in saved["logits"].items() for split, logits in by_split.items()}
+
+
+def metrics_table(metrics: dict[str, float]) -> tuple[list[str], list[list]]:
+    """``<model>/<metric>`` keys as rows per model: ``(["model", metric, ...], [[model, value, ...], ...])``."""
+    names = sorted({k.split("/", 1)[1] for k in metrics if k.split("/", 1)[0] in MODELS})
+    rows = [[m, *(metrics.get(f"{m}/{n}") for n in names)] for m in MODELS if any(f"{m}/{n}" in metrics
+                                                                                   for n in names)]
+    return ["model", *names], rows
+
+
+def _wandb_extras(run: Any, results: dict[str, Any], losses: dict[tuple[str, str], torch.Tensor]) -> None:
+    import wandb
+
+    run.config.update(results.get("config", {}), allow_val_change=True)
+    summary = {**results.get("metrics", {}), **{f"seconds/{k}": v for k, v in results.get("seconds", {}).items()},
+               **{f"sizes/{k}": v for k, v in results.get("sizes", {}).items()}}
+    run.summary.update(summary)
+    columns, rows = metrics_table(results.get("metrics", {}))
+    table = wandb.Table(columns=columns, data=rows)
+    extras: dict[str, Any] = {"final_metrics": table}
+    if {"forget_acc", "retain_acc"} <= set(columns):
+        extras["forget_vs_retain"] = wandb.plot.scatter(table, "retain_acc", "forget_acc",
+                                                        title="forget vs retain accuracy per model")
+    for (model, split), loss in losses.items():
+        extras[f"loss/{model}/{split}"] = wandb.Histogram(loss.numpy())
+    run.log(extras)
