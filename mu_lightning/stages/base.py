@@ -20,7 +20,7 @@ class Stage(L.LightningModule):
     on the device and logged once per epoch as ``train_loss``.
 
     Divergence guard: a non-finite loss stops the stage instead of crashing a sweep; ``diverged_step`` records the
-    optimizer step, and if the weights themselves went non-finite they are restored from the start of the epoch.
+    optimizer step, and the weights are rolled back to the start of the epoch in which it happened.
 
     Args:
         model: the network being trained (its weights are the stage's result).
@@ -73,10 +73,11 @@ class Stage(L.LightningModule):
         self._epoch_steps += 1
 
     def _diverge(self) -> None:
+        # The weights that produced a non-finite loss may be finite yet huge (logits overflow on other inputs), so
+        # roll back to the start of this epoch: the last weights known to have trained on finite losses.
         self.diverged_step = self.steps_taken
         self.trainer.should_stop = True
-        weights_finite = all(torch.isfinite(p).all() for p in self.model.parameters())
-        if not weights_finite and self._snapshot is not None:
+        if self._snapshot is not None:
             self.model.load_state_dict(self._snapshot)
 
     def on_train_epoch_start(self) -> None:
