@@ -20,7 +20,7 @@ class Stage(L.LightningModule):
     on the device and logged once per epoch as ``train_loss``.
 
     Divergence guard: a non-finite loss stops the stage instead of crashing a sweep; ``diverged_step`` records the
-    optimizer step, and the weights are rolled back to the start of the epoch in which it happened.
+    optimizer step, and the weights are rolled back to those of the last step whose loss was finite.
 
     Args:
         model: the network being trained (its weights are the stage's result).
@@ -62,6 +62,7 @@ class Stage(L.LightningModule):
         if not torch.isfinite(loss):
             self._diverge()
             return
+        self._remember_weights()
         optimizer = self.optimizers()
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
@@ -72,16 +73,28 @@ class Stage(L.LightningModule):
         self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
         self._epoch_steps += 1
 
+    def _remember_weights(self) -> None:
+        """Copy the weights whose loss was just found finite, in place: the rollback point of the guard.
+
+        One copy of the model per step costs far less than the step itself (which touches every weight for every
+        sample of the batch), and it is the only rollback point that cannot itself be poisoned: weights can stay
+        finite yet be so large that logits overflow on other inputs.
+        """
+        with torch.no_grad():
+            state = self.model.state_dict()
+            if self._snapshot is None:
+                self._snapshot = {k: v.detach().clone() for k, v in state.items()}
+            else:
+                for k, v in state.items():
+                    self._snapshot[k].copy_(v)
+
     def _diverge(self) -> None:
-        # The weights that produced a non-finite loss may be finite yet huge (logits overflow on other inputs), so
-        # roll back to the start of this epoch: the last weights known to have trained on finite losses.
         self.diverged_step = self.steps_taken
         self.trainer.should_stop = True
         if self._snapshot is not None:
             self.model.load_state_dict(self._snapshot)
 
     def on_train_epoch_start(self) -> None:
-        self._snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self._loss_sum, self._epoch_steps = torch.zeros((), device=self.device), 0
 
     def on_train_epoch_end(self) -> None:
@@ -90,7 +103,6 @@ class Stage(L.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-        self._snapshot = None
 
     @property
     def diverged(self) -> bool:
