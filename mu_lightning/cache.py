@@ -113,6 +113,8 @@ class StageCache:
             log.info("%s: another job is producing cache entry %s; waiting for it", stage, key)
             lock.acquire()
         try:
+            for leftover in self.root.glob(f".{stage}-{key}.*.tmp"):  # from a writer killed mid-write
+                leftover.unlink(missing_ok=True)
             found = self.load(stage, key)
             if found is not None:
                 return (*found, True)

@@ -1,0 +1,134 @@
+"""Fault injection with real processes: kills, concurrent jobs, divergence, a failing disk (slow tier)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mu_lightning.cache import StageCache
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "logger=none", "unlearner=none"]
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_during_training_then_rerun_trains_again(tmp_path):
+    cache = tmp_path / "cache"
+    args = [sys.executable, "train.py", *SMALL, "train.epochs=400", f"paths.cache_dir={cache}"]
+    proc = subprocess.Popen([*args, f"hydra.run.dir={tmp_path / 'killed'}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_for(lambda: list(cache.glob("original-*.lock"))), "training never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(cache.glob("*.json")) and not list(cache.glob("*.pt"))  # nothing that looks like an entry
+    assert not (tmp_path / "killed" / "results.json").exists()
+    rerun = subprocess.run([*args, "train.epochs=400", f"hydra.run.dir={tmp_path / 'rerun'}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    res = json.loads((tmp_path / "rerun" / "results.json").read_text())
+    assert not res["stages"]["original"]["cache_hit"]
+
+
+SLOW_WRITER = textwrap.dedent("""
+    import sys, time, torch
+    from mu_lightning.cache import StageCache
+    real_save = torch.save
+    def stalled_save(obj, f):  # the bytes are written, the rename has not happened yet
+        real_save(obj, f); f.flush(); print("written", flush=True); time.sleep(120)
+    torch.save = stalled_save
+    StageCache(sys.argv[1]).get_or_train("gold", "k", lambda: ({"w": torch.ones(1000)}, {"steps": 1}))
+""")
+
+
+def test_kill_during_cache_write_leaves_no_valid_entry(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".gold-k.pt.*.tmp"))  # the partial write is there ...
+    cache = StageCache(tmp_path)
+    assert cache.load("gold", "k") is None  # ... and is not an entry
+    calls = []
+    _, _, hit = cache.get_or_train("gold", "k", lambda: (calls.append(1) or {"w": __import__("torch").zeros(2)}, {}))
+    assert not hit and calls == [1] and not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+CONCURRENT = textwrap.dedent("""
+    import json, os, sys, time, torch
+    from mu_lightning.cache import StageCache
+    def train():
+        with open(sys.argv[2], "a") as log:
+            log.write(f"{os.getpid()}\\n")
+        time.sleep(3)
+        return {"w": torch.arange(4.0)}, {"by": os.getpid()}
+    state, meta, hit = StageCache(sys.argv[1]).get_or_train("original", "same-key", train)
+    print(json.dumps({"hit": hit, "by": meta["by"], "w": state["w"].tolist()}))
+""")
+
+
+def test_two_processes_one_key_train_once(tmp_path):
+    trained_log = tmp_path / "trained.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(tmp_path / "cache"), str(trained_log)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert len(trained_log.read_text().split()) == 1  # one trained ...
+    assert sorted(o["hit"] for o in outs) == [False, True]  # ... the other waited and reused it
+    assert outs[0]["by"] == outs[1]["by"] and outs[0]["w"] == outs[1]["w"] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = subprocess.run(
+        [sys.executable, "train.py", "-m", *SMALL[:-1], "train.epochs=5", "unlearner=gradient_ascent",
+         "unlearner.grad_clip=null", "unlearner.optimizer.lr=1e9,0.01", f"paths.cache_dir={tmp_path / 'cache'}",
+         f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = {r["config"]["unlearner"]["optimizer"]["lr"]: r
+            for r in (json.loads(p.read_text()) for p in sweep.glob("*/results.json"))}
+    assert set(runs) == {1e9, 0.01}
+    blown = runs[1e9]["stages"]["unlearn"]
+    assert blown["diverged"] is True and blown["diverged_step"] >= 1
+    assert all(math.isfinite(v) for v in runs[1e9]["metrics"].values())  # the last finite weights are reported
+    assert runs[0.01]["stages"]["unlearn"]["diverged"] is False
+
+
+def test_full_disk_on_results_keeps_the_cache_valid(tmp_path, monkeypatch):
+    from mu_lightning import pipeline
+    from tests.conftest import compose_cfg
+
+    real = pipeline.atomic_write
+
+    def failing(path, write):
+        if Path(path).name == "results.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, write)
+
+    monkeypatch.setattr(pipeline, "atomic_write", failing)
+    cfg = compose_cfg(tmp_path, ["unlearner=none"])
+    with pytest.raises(OSError, match="No space left"):
+        pipeline.run(cfg)
+    assert not (tmp_path / "run" / "results.json").exists()
+    cache = StageCache(tmp_path / "cache")
+    entries = sorted(p.stem for p in (tmp_path / "cache").glob("*.json"))
+    assert len(entries) == 2 and all(cache.load(*e.split("-", 1)) is not None for e in entries)
