@@ -13,7 +13,7 @@ from scipy.stats import entropy as scipy_kl
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from mu_lightning.metrics import gold, mia, signals
+from mu_lightning.metrics import accuracy, gold, mia, signals
 from mu_lightning.metrics.relearn import relearn_steps
 from mu_lightning.metrics.seeds import example_epsilon, forget_score, points, t_interval
 
@@ -58,6 +58,13 @@ def test_modified_entropy_is_song_mittal_not_the_unlearn_sparse_bug():
     assert alone == pytest.approx(got.tolist())
 
 
+def test_accuracy_is_micro_all_correct_all_wrong():
+    always_zero = torch.tensor([[1.0, 0.0]] * 4)
+    assert accuracy(always_zero, torch.tensor([0, 0, 0, 1])) == 0.75  # macro would give (1 + 0) / 2
+    assert accuracy(always_zero, torch.zeros(4, dtype=torch.long)) == 1.0
+    assert accuracy(always_zero, torch.ones(4, dtype=torch.long)) == 0.0
+
+
 # --- membership inference -------------------------------------------------------------------------------------------
 
 def test_mia_efficacy_perfectly_separable_attack():
@@ -97,6 +104,10 @@ def test_threshold_attack_auc_by_hand_with_ties_and_against_sklearn():
     assert mia.threshold_attack(m, n)["auc"] == pytest.approx(expected, abs=1e-6)
 
 
+def test_threshold_attack_inseparable_is_chance():
+    assert mia.threshold_attack(torch.full((7,), 0.3), torch.full((5,), 0.3))["auc"] == 0.5
+
+
 def test_threshold_attack_tpr_at_one_percent_fpr():
     assert mia.threshold_attack(torch.tensor([5.0, 6.0]), torch.tensor([1.0, 2.0]))["tpr_at_1fpr"] == 1.0
     # no false positive allowed: the threshold must sit above 2, which keeps only the member at 3
@@ -128,6 +139,7 @@ def test_agreement_by_hand():
     a = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
     b = torch.tensor([[1.0, 0.0], [1.0, 0.0], [2.0, 1.0], [0.0, 1.0]])
     assert gold.agreement(a, b) == pytest.approx(0.75)
+    assert gold.agreement(a, a) == 1.0 and gold.agreement(a, -a) == 0.0
 
 
 def test_js_kl_activation_distance_extremes_and_independent_formulas():
@@ -145,6 +157,7 @@ def test_js_kl_activation_distance_extremes_and_independent_formulas():
         math.dist(p, q))
 
 
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")  # the reference's own reduction, on purpose
 def test_zrf_textbook_by_default_and_reference_jsdiv_only_with_compat():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 4, generator=gen), torch.randn(6, 4, generator=gen)
