@@ -1,8 +1,11 @@
 """Unlearning methods, one short file each; ``conf/unlearner/<name>.yaml`` selects one by ``_target_``."""
 
+from mu_lightning.unlearners.amnesiac import Amnesiac
 from mu_lightning.unlearners.bad_teacher import BadTeacher
 from mu_lightning.unlearners.boundary_expand import BoundaryExpand
 from mu_lightning.unlearners.boundary_shrink import BoundaryShrink
+from mu_lightning.unlearners.cf_k import CFk
+from mu_lightning.unlearners.eu_k import EUk
 from mu_lightning.unlearners.finetune import Finetune
 from mu_lightning.unlearners.fisher import Fisher
 from mu_lightning.unlearners.gradient_ascent import GradientAscent
@@ -17,9 +20,12 @@ from mu_lightning.unlearners.ssd import SSD
 from mu_lightning.unlearners.unsir import UNSIR
 
 __all__ = [
+    "Amnesiac",
     "BadTeacher",
     "BoundaryExpand",
     "BoundaryShrink",
+    "CFk",
+    "EUk",
     "Finetune",
     "Fisher",
     "GradientAscent",

@@ -42,7 +42,8 @@ class UNSIR(Unlearner):
             opt = torch.optim.Adam([noise], lr=self.noise_lr)
             target = torch.full((self.noise_batch_size,), c)
             for _ in range(self.noise_steps):
-                loss = -F.cross_entropy(self.model(noise), target) + self.noise_l2 * noise.pow(2).flatten(1).sum(1).mean()
+                size = noise.pow(2).flatten(1).sum(1).mean()
+                loss = -F.cross_entropy(self.model(noise), target) + self.noise_l2 * size
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -1,0 +1,45 @@
+"""CF-k: catastrophic forgetting of the last k blocks (Goel et al., "Towards Adversarial Evaluation of Machine
+Unlearning", 2022, §4; SCRUB's notebooks)."""
+
+from torch import nn
+
+from mu_lightning.errors import ConfigError
+from mu_lightning.stages.unlearner import Unlearner
+
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
+
+
+def blocks(model: nn.Module) -> list[list[nn.Module]]:
+    """The model's blocks, input to output: its top-level children that hold parameters, a normalisation layer
+    joining the block before it. MLP: each Linear; CNN: conv+BN, conv+BN, head; ResNet-18: stem, layer1-4, head."""
+    found: list[list[nn.Module]] = []
+    for child in model.children():
+        if not any(True for _ in child.parameters()):
+            continue
+        if found and isinstance(child, NORMS):
+            found[-1].append(child)
+        else:
+            found.append([child])
+    return found
+
+
+class CFk(Unlearner):
+    """Fine-tune only the last ``k`` blocks on D_r; the rest stay M's. Reads: retain only."""
+
+    reads = ("retain",)
+    anchor = "retain"
+
+    def __init__(self, model, k: int = 1, **train):
+        super().__init__(model, **train)
+        found = blocks(model)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(found):
+            raise ConfigError(f"unlearner.k={k!r} is out of range: {type(model).__name__} has {len(found)} blocks, "
+                              f"so k must be an integer with 1 <= k <= {len(found)}")
+        self.k, self.tail = k, [m for block in found[-k:] for m in block]  # a plain list: not registered twice
+
+    def trainable_parameters(self):
+        return (p for m in self.tail for p in m.parameters() if p.requires_grad)
+
+    def loss(self, batch):
+        x, y = batch["retain"]
+        return nn.functional.cross_entropy(self.model(x), y)

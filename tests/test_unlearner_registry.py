@@ -1,0 +1,61 @@
+"""The config group is the registry (STYLE.md): each conf/unlearner/*.yaml names an ``Unlearner`` subclass whose
+file, class and config names say the same thing, and every exported ``Unlearner`` has a config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import mu_lightning.unlearners as unlearners
+from mu_lightning.data import SPLITS
+from mu_lightning.models import MLP
+from mu_lightning.stages import Unlearner
+from tests.conftest import compose_cfg
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "conf" / "unlearner").glob("*.yaml"))
+# ``None`` is Python's constant, so the do-nothing baseline's class says what it does instead
+CLASS_FOR = {"none": "NoUnlearning"}
+
+
+def squash(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_names_an_unlearner_of_the_same_name(path):
+    target = OmegaConf.load(path)["_target_"]
+    package, _, class_name = target.rpartition(".")
+    assert package == "mu_lightning.unlearners", f"{path.name}: _target_ must be exported from {package}"
+    cls = getattr(unlearners, class_name)
+    assert isinstance(cls, type) and issubclass(cls, Unlearner)
+    assert cls.__module__ == f"mu_lightning.unlearners.{path.stem}", "file name and config name differ"
+    assert class_name == CLASS_FOR.get(path.stem, class_name) and (
+        path.stem in CLASS_FOR or squash(class_name) == squash(path.stem)), "class name and config name differ"
+    first_line = path.read_text().splitlines()[0]
+    assert first_line.startswith("# ") and f"python train.py unlearner={path.stem}" in first_line
+
+
+@pytest.fixture(scope="module")
+def base_cfg(tmp_path_factory):
+    """The composed default config, composed once: each unlearner file is swapped in (as Hydra would) below."""
+    return compose_cfg(tmp_path_factory.mktemp("registry"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_instantiates_with_documented_reads(path, base_cfg):
+    cfg = base_cfg.copy()
+    cfg.unlearner = OmegaConf.load(path)  # its interpolations (eu_k's ${train.*}) resolve against the whole config
+    unlearner = instantiate(cfg.unlearner, model=MLP([1, 8, 8], 10))
+    assert isinstance(unlearner, Unlearner)
+    assert set(unlearner.reads) <= set(SPLITS) and "gold" not in vars(unlearner)
+    assert "reads" in (type(unlearner).__doc__ or "").lower(), "the class docstring must say which sets it reads"
+
+
+def test_every_exported_unlearner_has_a_config():
+    targets = {OmegaConf.load(p)["_target_"] for p in CONFIGS}
+    exported = {f"mu_lightning.unlearners.{name}" for name in unlearners.__all__
+                if isinstance(getattr(unlearners, name), type) and issubclass(getattr(unlearners, name), Unlearner)}
+    assert exported and not exported - targets, f"exported without a config: {sorted(exported - targets)}"
