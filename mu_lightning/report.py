@@ -3,9 +3,9 @@
 A row is one unlearner under one forget setting; runs that differ only in keys ending in ``seed`` are its samples.
 Each setting's gold row comes first, averaged over distinct gold models (deduplicated by stage-cache key, since a
 sweep shares one gold per seed). Columns are every ``unlearn/<metric>`` (``gold/<metric>`` for gold) that
-results.json holds, the known ones first, plus the unlearning time and the speed-up over retraining (gold training
-seconds / unlearning seconds, Jia et al. 2023's RTE comparison). A run directory without results.json did not
-complete and is skipped with a note.
+results.json holds, the known ones first; ``train_seconds`` (unlearning time; retraining time for gold) and
+``speedup`` (gold training seconds / unlearning seconds, Jia et al. 2023's RTE comparison) are derived from the
+timings when the metrics lack them. A run directory without results.json did not complete and is skipped with a note.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-KNOWN = ("forget_acc", "retain_acc", "test_acc", "avg_gap", "mia_efficacy", "seconds", "speed_up")
+KNOWN = ("forget_acc", "retain_acc", "test_acc", "avg_gap", "mia_efficacy", "train_seconds", "speedup")
 IGNORED = ("paths.", "logger.", "callbacks.", "metric.", "cache")  # do not change what a run computes
 LABELS = ("dataset", "model", "forget", "unlearner")
 
@@ -96,7 +96,7 @@ def summarize(runs: list[Path], notes: list[str] = ()) -> Summary:
 def best(summary: Summary) -> dict[str, set[int]]:
     """Indices of the best unlearner row per column and setting. Accuracies and MIA efficacy are judged by their
     distance to the setting's gold mean (EVALUATION.md: closeness to retraining, not "higher is better"), gaps and
-    seconds by the lowest value, speed-up by the highest; a column with neither rule nor gold value is not marked."""
+    times by the lowest value, speed-up by the highest; a column with neither rule nor gold value is not marked."""
     marks: dict[str, set[int]] = defaultdict(set)
     for col in summary.columns:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -129,25 +129,35 @@ def write(paths: list[str | Path], out: str | Path) -> Summary:
 
 
 def markdown(summary: Summary, marks: dict[str, set[int]], n_runs: int) -> str:
-    """The summary as a Markdown table (best values in bold) followed by the notes."""
-    labels = _shown_labels(summary)
-    head = [*labels, "n", *summary.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in labels else "---:" for h in head) + "|"]
-    for i, row in enumerate(summary.rows):
-        cells = [row.labels[k] for k in labels] + [str(row.n)]
-        for col in summary.columns:
-            text = _fmt(row.mean(col), row.std(col))
-            cells.append(f"**{text}**" if i in marks.get(col, ()) else text)
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"{n_runs} runs; mean ± std over seeds; **bold**: best per column (see mu_lightning/report.py)."]
+    """The known columns as one Markdown table and every other metric as a second one (best values in bold),
+    followed by the notes; summary.csv holds all columns."""
+    known = [c for c in summary.columns if c in KNOWN]
+    other = [c for c in summary.columns if c not in KNOWN]
+    lines = []
+    for cols in (known, other) if other else (known,):
+        lines += [*_md_table(summary, marks, cols), ""]
+    lines.append(f"{n_runs} runs; mean ± std over seeds; **bold**: best per column (see mu_lightning/report.py).")
     lines += [f"- {note}" for note in summary.notes]
     return "\n".join(lines) + "\n"
 
 
+def _md_table(summary: Summary, marks: dict[str, set[int]], columns: list[str]) -> list[str]:
+    labels = _shown_labels(summary)
+    head = [*labels, "n", *columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in labels else "---:" for h in head) + "|"]
+    for i, row in enumerate(summary.rows):
+        cells = [row.labels[k] for k in labels] + [str(row.n)]
+        for col in columns:
+            text = _fmt(row.mean(col), row.std(col))
+            cells.append(f"**{text}**" if i in marks.get(col, ()) else text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _score(col: str, gold: float | None):
-    if col == "speed_up":
+    if col == "speedup":
         return lambda v: -v
-    if "gap" in col or col == "seconds":
+    if "gap" in col or col.endswith("seconds"):
         return lambda v: v
     return None if gold is None else (lambda v: abs(v - gold))
 
@@ -157,13 +167,13 @@ def _record(run: Path) -> dict[str, Any]:
     metrics, seconds, stages = res.get("metrics", {}), res.get("seconds", {}), res.get("stages", {})
     unlearn = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("unlearn/") and _num(v)}
     gold = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("gold/") and _num(v)}
-    retrain = stages.get("gold", {}).get("fit_seconds")
-    if _num(seconds.get("unlearn")):
-        unlearn["seconds"] = seconds["unlearn"]
-        if _num(retrain) and seconds["unlearn"] > 1e-3:  # below a millisecond there was nothing to time
-            unlearn["speed_up"] = retrain / seconds["unlearn"]
+    retrain, took = stages.get("gold", {}).get("fit_seconds"), seconds.get("unlearn")
+    if _num(took):
+        unlearn.setdefault("train_seconds", took)
+        if _num(retrain) and took > 1e-3:  # below a millisecond there was nothing to time
+            unlearn.setdefault("speedup", retrain / took)
     if _num(retrain):
-        gold["seconds"] = retrain
+        gold.setdefault("train_seconds", retrain)
     cfg = res.get("config", {})
     choices = _choices(run)
     forget = cfg.get("forget", {})

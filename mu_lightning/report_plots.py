@@ -22,7 +22,7 @@ def write_all(summary, out: Path) -> list[str]:
             ("forget_vs_acc.png", _forget_vs_acc, "forget_acc with retain_acc or test_acc",
              "forget_acc" in cols and bool(cols & {"retain_acc", "test_acc"})),
             ("avg_gap.png", _avg_gap, "avg_gap", "avg_gap" in cols),
-            ("time.png", _time, "seconds", "seconds" in cols)):
+            ("time.png", _time, "train_seconds", "train_seconds" in cols)):
         if not ok:
             notes.append(f"{name} skipped: no {needs} in the results")
             continue
@@ -76,15 +76,16 @@ def _avg_gap(summary):
 
 def _time(summary):
     several = _several(summary)
-    rows = [r for r in summary.rows if r.mean("seconds") is not None]
+    rows = [r for r in summary.rows if r.mean("train_seconds") is not None]
     names = [("retrain: " + _label(r, several)) if r.gold else _label(r, several) for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 2 * len(rows) + 3), 4))
-    axes[0].bar(names, [r.mean("seconds") for r in rows], yerr=[r.std("seconds") for r in rows], capsize=4,
+    axes[0].bar(names, [r.mean("train_seconds") for r in rows], yerr=[r.std("train_seconds") for r in rows],
+                capsize=4,
                 color=["0.4" if r.gold else "tab:orange" for r in rows])
     axes[0].set(ylabel="seconds", title="unlearning time (gray: retraining the gold model)")
-    fast = [r for r in rows if r.mean("speed_up") is not None]
-    axes[1].bar([_label(r, several) for r in fast], [r.mean("speed_up") for r in fast],
-                yerr=[r.std("speed_up") for r in fast], capsize=4, color="tab:green")
+    fast = [r for r in rows if r.mean("speedup") is not None]
+    axes[1].bar([_label(r, several) for r in fast], [r.mean("speedup") for r in fast],
+                yerr=[r.std("speedup") for r in fast], capsize=4, color="tab:green")
     axes[1].set(ylabel="× faster than retraining", title="speed-up over retraining", yscale="log")
     for ax in axes:
         plt.setp(ax.get_xticklabels(), rotation=30, ha="right")

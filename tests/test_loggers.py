@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import struct
 import time
 import zlib
@@ -23,18 +24,27 @@ RESULTS = {
 
 
 def wandb_records(save_dir: Path, timeout: float = 30.0) -> list:
-    """Every record of the one offline run under ``save_dir``, parsed with wandb's own protobuf schema.
+    """Every record of the one offline run under ``save_dir``."""
+    (records,) = wandb_runs(save_dir, timeout).values()
+    return records
+
+
+def wandb_runs(save_dir: Path, timeout: float = 30.0) -> dict[str, list]:
+    """``{job_type: records}`` of the offline runs under ``save_dir``, parsed with wandb's own protobuf schema.
 
     ``finish()`` can return before wandb-core has flushed the file (seen here: 0 records read right after it, all
-    20 three seconds later), so this re-reads until the exit record, which is written last, is there.
+    20 three seconds later), so each file is re-read until the exit record, which is written last, is there.
     """
-    (path,) = save_dir.glob("wandb/offline-run-*/run-*.wandb")
-    deadline = time.monotonic() + timeout
-    while True:
+    runs = {}
+    for path in save_dir.glob("wandb/offline-run-*/run-*.wandb"):
+        deadline = time.monotonic() + timeout
         records = _parse_wandb_log(path.read_bytes(), path)
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            return records
-        time.sleep(0.2)
+        while not any(r.WhichOneof("record_type") == "exit" for r in records) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            records = _parse_wandb_log(path.read_bytes(), path)
+        (start,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        runs[start.job_type] = records
+    return runs
 
 
 def _parse_wandb_log(data: bytes, path: Path) -> list:
@@ -142,16 +152,23 @@ def tensorboard_values(event_dir: Path) -> list:
     return values
 
 
-def test_csv_and_tensorboard_hold_the_same_keys(run_pipeline, tmp_path):
-    results = run_pipeline("logger=[csv,tensorboard]", "train.epochs=2", "unlearner.epochs=1")
+def test_csv_tensorboard_and_wandb_hold_the_same_keys(run_pipeline, tmp_path):
+    results = run_pipeline("logger=[csv,tensorboard,wandb]", "train.epochs=2", "unlearner.epochs=1")
+    runs = wandb_runs(tmp_path / "run")
+    assert set(runs) == {"original", "gold", "unlearn"}
     for stage in ("original", "gold", "unlearn"):
         with (tmp_path / "run" / "csv" / stage / "metrics.csv").open() as f:
             csv_keys = set(next(csv.reader(f))) - {"step"}
         tb_keys = {v.tag for v in tensorboard_values(tmp_path / "run" / "tensorboard" / stage)
                    if v.WhichOneof("value") == "simple_value"}
-        assert csv_keys == tb_keys, stage
-        assert "train_loss" in csv_keys
+        assert "train_loss" in csv_keys and csv_keys == tb_keys, stage
+        assert csv_keys - {"epoch"} <= _keys(runs[stage], "history"), stage
+        assert _exit_code(runs[stage]) == 0
     assert set(results["metrics"]) <= tb_keys
+    (start,) = [r.run for r in runs["unlearn"] if r.WhichOneof("record_type") == "run"]
+    config = {i.key: json.loads(i.value_json) for i in start.config.update}
+    assert config["choices"]["unlearner"] == "finetune" and config["train"]["epochs"] == 2
+    assert "${" not in json.dumps(config)  # resolved: plain values only
 
 
 def test_tensorboard_gets_loss_histograms(tmp_path):
