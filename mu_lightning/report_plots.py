@@ -57,6 +57,7 @@ def _forget_vs_acc(summary):
                 ax.errorbar(row.mean(x), row.mean("forget_acc"), xerr=row.std(x), yerr=row.std("forget_acc"),
                             fmt="o", ms=7, capsize=3, label=_label(row, several))
         ax.set(xlabel=x.replace("_", " "), ylabel="forget acc", title=f"forget acc vs {x.replace('_', ' ')}")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.suptitle("mean ± std over seeds; gold (retrained) = star and dashed lines")
