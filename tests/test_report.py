@@ -148,3 +148,21 @@ def test_real_sweep_is_aggregated_by_the_hydra_callback(tmp_path):
     summary = report.write([sweep], tmp_path / "again")
     assert [(r.labels["unlearner"], r.n) for r in summary.rows] == [("gold", 2), ("finetune", 1), ("none", 2)]
     assert any(n.startswith(f"{sweep / '3'}: no results.json") for n in summary.notes)
+
+
+def test_metrics_own_speedup_and_train_seconds_win_over_derived_ones(tmp_path):
+    fake_run(tmp_path / "0", "finetune", 0, {"forget_acc": 0.9, "speedup": 7.0, "train_seconds": 1.5},
+             {"forget_acc": 0.8}, unlearn_s=2.0)
+    (_, row) = report.summarize(report.find_runs([tmp_path])[0]).rows
+    assert (row.mean("speedup"), row.mean("train_seconds")) == (7.0, 1.5)
+
+
+def test_callback_logs_a_failure_instead_of_failing_the_sweep(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from mu_lightning.callbacks.aggregate import AggregateSweep
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    AggregateSweep().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(blocker)}}}))
+    assert f"aggregating {blocker} failed" in caplog.text
