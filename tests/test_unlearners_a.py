@@ -98,3 +98,47 @@ def test_l1_coefficient_decays_linearly_then_stops():
 def test_salun_rejects_a_mask_ratio_outside_0_1():
     with pytest.raises(ConfigError, match="mask_ratio=0"):
         SalUn(MLP([1, 2, 2], 3), mask_ratio=0, epochs=1, optimizer=torch.optim.SGD)
+
+
+def _unlearn_directly(method, forget):
+    """Run ``method`` outside the pipeline on 300 synthetic samples, so the test can read the weights afterwards."""
+    import functools
+
+    import lightning as L
+
+    from mu_lightning.data import UnlearningDataModule
+    from mu_lightning.data.sources import synthetic
+
+    data = UnlearningDataModule(source=functools.partial(synthetic, num_samples=300), forget=forget)
+    data.setup()
+    method.unlearn(data, lambda epochs: L.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu"), seed=0)
+    return data
+
+
+def test_salun_moves_only_the_masked_weights():
+    from mu_lightning.data.forget import random_sample
+
+    torch.manual_seed(0)
+    model = MLP([1, 8, 8], 10, hidden=[16])
+    before = [p.detach().clone() for p in model.parameters()]
+    method = SalUn(model, mask_ratio=0.25, epochs=1, batch_size=32,
+                   optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=5e-4))
+    _unlearn_directly(method, random_sample)
+    mask = torch.cat([m.flatten() for m in method.masks])
+    assert mask.sum().item() == pytest.approx(0.25 * mask.numel(), abs=2)  # top 25% by saliency (ties aside)
+    moved = torch.cat([(p.detach() != p0).flatten() for p, p0 in zip(model.parameters(), before, strict=True)])
+    assert not moved[mask == 0].any()  # weight decay and momentum never leak outside the mask
+    assert moved[mask == 1].float().mean() > 0.9
+
+
+def test_boundary_expand_keeps_the_head_width():
+    from mu_lightning.data.forget import by_class
+    from mu_lightning.unlearners import BoundaryExpand
+
+    model = MLP([1, 8, 8], 10, hidden=[16])
+    method = BoundaryExpand(model, epochs=1, batch_size=32, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
+    _unlearn_directly(method, lambda ids, y: by_class(ids, y, classes=[3]))
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)  # the shadow neuron is dropped
+    assert method.shadow.weight.grad is not None  # and it was trained alongside the model
