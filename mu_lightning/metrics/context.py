@@ -50,7 +50,8 @@ class EvalContext:
         return name
 
     def labels(self, split: str) -> torch.Tensor:
-        return self.data.tensors(split)[1]
+        """Labels of ``split`` in sample-id order (without copying its inputs, as ``data.tensors`` would)."""
+        return self.data.samples.y[self.data.ids[split]]
 
     def computed_logits(self) -> dict[str, dict[str, torch.Tensor]]:
         """Every logits tensor computed so far, as ``{model: {split: logits}}`` (saved with the run)."""
