@@ -79,15 +79,20 @@ def log_results(loggers: list[Logger], results: dict[str, Any], run_dir: str | P
     metrics per model with a forget-vs-retain scatter, and histograms of the per-sample loss (the score of a loss
     MIA, Yeom et al. 2018) for members (retain), forgotten samples (forget) and non-members (test) under each model.
     TensorBoard: the same histograms. Histograms need ``logits.pt`` in ``run_dir``; without it they are skipped.
+    The extras are optional: a failure is logged as a warning and never fails a run whose results are complete.
     """
-    losses = sample_losses(Path(run_dir) / "logits.pt")
-    for logger in loggers:
-        kind = type(logger).__name__
-        if kind == "WandbLogger":
-            _wandb_extras(logger.experiment, results, losses)
-        elif kind == "TensorBoardLogger":
-            for (model, split), loss in losses.items():
-                logger.experiment.add_histogram(f"loss/{model}/{split}", loss.numpy())
+    try:
+        losses = sample_losses(Path(run_dir) / "logits.pt")
+        for logger in loggers:
+            kind = type(logger).__name__
+            if kind == "WandbLogger":
+                _wandb_extras(logger.experiment, results, losses)
+            elif kind == "TensorBoardLogger":
+                for (model, split), loss in losses.items():
+                    logger.experiment.add_histogram(f"loss/{model}/{split}", loss.numpy())
+    except Exception:
+        log.warning("end-of-run logger extras failed; results.json and the logged metrics are unaffected",
+                    exc_info=True)
 
 
 def sample_losses(path: Path) -> dict[tuple[str, str], torch.Tensor]:

@@ -180,6 +180,14 @@ def test_tensorboard_gets_loss_histograms(tmp_path):
     assert tags == {f"loss/{m}/{s}" for m in loggers.MODELS for s in RESULTS["sizes"]}
 
 
+def test_failing_extras_warn_instead_of_failing_the_run(tmp_path, caplog):
+    (tmp_path / "logits.pt").write_bytes(b"not a torch file")
+    tb = loggers.tensorboard_logger(stage="unlearn", save_dir=str(tmp_path))
+    loggers.log_results([tb], RESULTS, tmp_path)
+    loggers.close([tb], ok=True)
+    assert "end-of-run logger extras failed" in caplog.text
+
+
 def test_sample_losses_are_per_sample_cross_entropy(tmp_path):
     _logits_file(tmp_path)
     saved = torch.load(tmp_path / "logits.pt", weights_only=True)
