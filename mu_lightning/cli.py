@@ -16,11 +16,17 @@ log = logging.getLogger("mu_lightning")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mu_lightning.conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Run one experiment; returns the configured ``objective`` (for a sweeper such as Optuna), or None."""
+    from mu_lightning import distributed, hpo
     from mu_lightning.pipeline import run  # imported here so --help and config errors answer fast
 
+    ok = False
     try:
-        run(cfg)
+        hpo.check_objective(cfg)
+        results = run(cfg)
+        ok = True
+        return hpo.objective_value(cfg, results)
     except (ConfigError, OSError) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job and the sweep goes on with the others
@@ -29,6 +35,8 @@ def main(cfg: DictConfig) -> None:
             sys.exit(2)
         log.error("error: %s (%s); the stage cache is unaffected", err.strerror, err.filename)
         sys.exit(1)
+    finally:
+        distributed.finish(ok)  # DDP: end this job's process group so a sweep's next job starts fresh ranks
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mu_lightning import distributed, hpo
 from mu_lightning import loggers as logger_factories
 from mu_lightning.cache import StageCache, atomic_write, cache_key
 from mu_lightning.checks import check_config, check_data
@@ -35,6 +36,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     _quiet_lightning()
     check_config(cfg)
+    distributed.launch(cfg)  # DDP: start the other ranks, which run this function too (see distributed.py)
     out = Path(cfg.paths.output_dir)
 
     # 1. data and the forget request
@@ -46,8 +48,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data.setup()
     check_data(cfg, data)
     cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache)
-    atomic_write(out / "forget_ids.txt", lambda f: f.write(
-        "".join(f"{i}\n" for i in data.ids["forget"].tolist()).encode()))
+    if distributed.is_main():
+        atomic_write(out / "forget_ids.txt", lambda f: f.write(
+            "".join(f"{i}\n" for i in data.ids["forget"].tolist()).encode()))
     log.info("forget request: %d of %d training samples (%s); ids in forget_ids.txt",
              len(data.ids["forget"]), len(data.ids["train"]), cfg.forget._target_.rsplit(".", 1)[-1])
 
@@ -70,7 +73,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             unlearned=lambda seed: unlearned_model(cfg, data, models["original"], seed, [])[0],
             fresh_model=lambda seed: _build_model(cfg, seed),
         )
+        if not distributed.join_evaluation(cfg.metric):  # DDP rank > 0 with nothing left to train (distributed.py)
+            logger_factories.close(run_loggers, ok=True)
+            return {}
         metrics = evaluate(ctx)
+        if not distributed.is_main():  # DDP rank > 0: it joined the evaluation's fits; rank 0 writes
+            logger_factories.close(run_loggers, ok=True)
+            return {}
+        metrics.update(hpo.val_metrics(ctx, cfg.get("objective")))
         seconds["evaluate"] = time.perf_counter() - t0
         seconds["total"] = time.perf_counter() - started
 
@@ -79,6 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "metrics": metrics,
             "seconds": seconds,
             "stages": stages,
+            "tuning": cfg.get("tuning"),  # "gold-tuned": hyperparameters chosen against gold (hparams_search)
             "sizes": {s: len(ids) for s, ids in data.ids.items()},
             "config": OmegaConf.to_container(cfg, resolve=True),
             "versions": _versions(),
@@ -109,9 +120,9 @@ def trained_model(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache
     key = cache_key({"stage": stage, "data": data.fingerprint(split), "seed": seed,
                      "model": OmegaConf.to_container(cfg.model, resolve=True),
                      "train": OmegaConf.to_container(cfg.train, resolve=True),
-                     "precision": str(cfg.trainer.precision)})
+                     "precision": str(cfg.trainer.precision), **distributed.key_extra()})
     t0 = time.perf_counter()
-    state, meta, hit = cache.get_or_train(stage, key, lambda: _train(cfg, data, stage, seed))
+    state, meta, hit = distributed.get_or_train(cache, stage, key, lambda: _train(cfg, data, stage, seed))
     seconds = time.perf_counter() - t0
     model = _build_model(cfg)
     model.load_state_dict(state)
