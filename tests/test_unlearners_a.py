@@ -142,3 +142,10 @@ def test_boundary_expand_keeps_the_head_width():
     _unlearn_directly(method, lambda ids, y: by_class(ids, y, classes=[3]))
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)  # the shadow neuron is dropped
     assert method.shadow.weight.grad is not None  # and it was trained alongside the model
+
+
+def test_neggrad_plus_rejects_an_alpha_outside_0_1():
+    from mu_lightning.unlearners import NegGradPlus
+
+    with pytest.raises(ConfigError, match="alpha=1.5"):
+        NegGradPlus(MLP([1, 2, 2], 3), alpha=1.5, epochs=1, optimizer=torch.optim.SGD)

@@ -2,6 +2,7 @@
 
 import torch.nn.functional as F
 
+from mu_lightning.errors import ConfigError
 from mu_lightning.stages.unlearner import Unlearner
 
 
@@ -18,6 +19,8 @@ class NegGradPlus(Unlearner):
 
     def __init__(self, model, alpha: float = 0.95, l2_to_init: float = 5e-4, **kwargs):
         super().__init__(model, **kwargs)
+        if not 0 <= alpha <= 1:
+            raise ConfigError(f"unlearner.alpha={alpha} must be in [0, 1]: the retain term's weight")
         self.alpha, self.l2_to_init = float(alpha), float(l2_to_init)
 
     def loss(self, batch):
