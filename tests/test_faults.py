@@ -33,16 +33,19 @@ def wait_for(predicate, timeout=120.0):
 
 def test_kill_during_training_then_rerun_trains_again(tmp_path):
     cache = tmp_path / "cache"
-    args = [sys.executable, "train.py", *SMALL, "train.epochs=400", f"paths.cache_dir={cache}"]
+    # ~2,000 steps: long enough to be killed mid-training, short enough to rerun
+    args = [sys.executable, "train.py", "dataset=synthetic", "dataset.source.num_samples=6000", "logger=none",
+            "unlearner=none", "train.epochs=30",
+            f"paths.cache_dir={cache}"]
     proc = subprocess.Popen([*args, f"hydra.run.dir={tmp_path / 'killed'}"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert wait_for(lambda: list(cache.glob("original-*.lock"))), "training never started"
-    time.sleep(1.0)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(cache.glob("*.json")) and not list(cache.glob("*.pt"))  # nothing that looks like an entry
     assert not (tmp_path / "killed" / "results.json").exists()
-    rerun = subprocess.run([*args, "train.epochs=400", f"hydra.run.dir={tmp_path / 'rerun'}"], cwd=ROOT,
+    rerun = subprocess.run([*args, f"hydra.run.dir={tmp_path / 'rerun'}"], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     res = json.loads((tmp_path / "rerun" / "results.json").read_text())
