@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import sys
 import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -14,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning import distributed, hpo
@@ -99,6 +101,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         atomic_write(out / "logits.pt", lambda f: torch.save(logits, f))
         for logger in run_loggers:
             logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}})
+        logger_factories.log_results(run_loggers, results, out)
     except BaseException:
         logger_factories.close(run_loggers, ok=False)
         raise
@@ -195,7 +198,12 @@ def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int) -
 def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = ()) -> L.Trainer:
     """A fresh Trainer per stage (re-using one carries state across fits: Lightning #9636)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False, callbacks=list(callbacks),
+    callbacks = list(callbacks)
+    if kwargs.get("enable_progress_bar") is None:  # a bar when someone watches; none in logs, sweeps and CI
+        kwargs["enable_progress_bar"] = sys.stderr.isatty()
+        if kwargs["enable_progress_bar"]:
+            callbacks.append(TQDMProgressBar(refresh_rate=10))
+    return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
                      default_root_dir=cfg.paths.output_dir)
 
 
