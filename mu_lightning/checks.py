@@ -12,6 +12,7 @@ from omegaconf import DictConfig, ListConfig
 
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.errors import ConfigError
+from mu_lightning.metrics import check_config as check_metric_config
 
 # Hydra's `_target_` may only name the project's classes and the library classes its configs use: nothing from a
 # config file or the command line is run as arbitrary code.
@@ -24,6 +25,7 @@ NON_NEGATIVE = {"epochs", "weight_decay", "momentum", "grad_clip"}
 def check_config(cfg: DictConfig) -> None:
     """Targets, recipe numbers and the run directory, before any data is loaded."""
     _check_node(cfg, "")
+    check_metric_config(cfg.metric)
     out = Path(cfg.paths.output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                   "ids": dict(data.ids)}
         atomic_write(out / "logits.pt", lambda f: torch.save(logits, f))
         for logger in run_loggers:
-            logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}})
+            logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}},
+                               step=stages["unlearn"]["steps"])
         logger_factories.log_results(run_loggers, results, out)
     except BaseException:
         logger_factories.close(run_loggers, ok=False)
@@ -181,7 +182,7 @@ def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int) -
     """Train the original or gold model from the initialisation drawn with ``seed``."""
     split = STAGE_SPLIT[stage]
     module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg, seed))
-    stage_loggers = _loggers(cfg, stage)
+    stage_loggers = _loggers(cfg, stage if seed == cfg.seed else f"{stage}_seed{seed}")  # extra gold seeds
     t0 = time.perf_counter()
     try:
         _trainer(cfg, module.epochs, stage_loggers).fit(

@@ -29,6 +29,8 @@ CASES = {
     "negative_lr": (["unlearner.optimizer.lr=-0.1"], r"unlearner.optimizer.lr=-0.1 must be > 0"),
     "zero_batch": (["unlearner.batch_size=0"], r"unlearner.batch_size=0 must be > 0"),
     "foreign_target": (["unlearner._target_=os.system"], r"unlearner._target_='os.system' is not allowed"),
+    "unknown_metric_tier": (["metric.tier=fancy"], r"metric.tier='fancy' is not a tier: use one of fast, full"),
+    "too_few_gold_seeds": (["metric=full", "metric.seeds=1"], r"metric.seeds=1 is too few"),
     "unwritable_run_dir": (["paths.output_dir={tmp}/blocker/run"], r"paths.output_dir=.* is not writable"),
     "unwritable_cache_dir": (["paths.cache_dir={tmp}/blocker/cache"], r"paths.cache_dir=.* is not writable"),
 }
