@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SINGLE = ("auto", "single_device", None)
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # fit in fresh processes: no steps or divergence come back
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+GRACE_S = 10.0  # seconds rank 0 may take to fail by itself after another rank failed
 TIERS_THAT_TRAIN = ("full", "seeds")  # their evaluation trains extra gold / unlearned models (metrics/tiers.py)
 
 _children: list[subprocess.Popen] = []
@@ -96,9 +97,12 @@ def _start_ranks(env, processes: int, nodes: int, hydra) -> None:
 
 
 def _watch(children: list[subprocess.Popen], finishing: threading.Event) -> None:
-    """A rank that fails leaves the others waiting in a collective forever: end this process too."""
+    """A rank that fails leaves the others waiting in a collective forever: end this process too.
+
+    Rank 0 gets a grace period first: an error that every rank meets (a bad forget request) should reach the user as
+    rank 0's own message, not as a kill."""
     for child in children:
-        if child.wait() != 0 and not finishing.is_set():
+        if child.wait() != 0 and not finishing.wait(GRACE_S):
             log.error("rank process %d exited with code %d; stopping rank 0", child.pid, child.returncode)
             os.kill(os.getpid(), signal.SIGTERM)
 
