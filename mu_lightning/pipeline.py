@@ -148,8 +148,10 @@ def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, original: torch
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     t0 = time.perf_counter()
     unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks), seed=seed)
-    seconds = time.perf_counter() - t0
+    monitoring = sum(getattr(c, "seconds", 0.0) for c in callbacks)  # trajectory logging is not unlearning work
+    seconds = time.perf_counter() - t0 - monitoring
     facts = {"method": type(unlearner).__name__, "reads": list(unlearner.reads), "seed": seed,
+             "monitoring_seconds": monitoring,
              "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
              "diverged_step": unlearner.diverged_step}
     if unlearner.diverged:

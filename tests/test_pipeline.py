@@ -20,14 +20,19 @@ def test_end_to_end_writes_results(run_pipeline, tmp_path):
     assert len(ids) == res["sizes"]["forget"] == round(0.1 * res["sizes"]["train"])
 
 
+def numbers(results: dict) -> dict:
+    """Every metric except wall-clock ones (seconds, speed-up), which no seed can fix."""
+    return {k: v for k, v in results["metrics"].items() if "seconds" not in k and "speedup" not in k}
+
+
 def test_same_seed_same_numbers_whether_cached_or_trained(run_pipeline):
     first = run_pipeline("unlearner=gradient_ascent", out="a")
     again = run_pipeline("unlearner=gradient_ascent", out="b")  # original and gold now come from the cache
     assert again["stages"]["original"]["cache_hit"] and again["stages"]["gold"]["cache_hit"]
-    assert first["metrics"] == again["metrics"]
+    assert numbers(first) == numbers(again) and len(numbers(first)) > 20
     fresh = run_pipeline("unlearner=gradient_ascent", "cache=false", out="c")
     assert fresh["stages"]["original"]["cache_hit"] is False
-    assert fresh["metrics"] == first["metrics"]
+    assert numbers(fresh) == numbers(first)
 
 
 def test_none_unlearner_returns_the_original(run_pipeline):

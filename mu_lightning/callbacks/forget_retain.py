@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import lightning as L
 import torch
 from torchmetrics import Metric
@@ -19,7 +21,7 @@ class ForgetRetainCallback(L.Callback):
     under the same names and definitions as the final evaluation, so a dashboard shows the forget-vs-retain
     trade-off as it happens (the curves SCRUB, Kurmanji et al. 2023, uses to pick a stopping point). Under DDP each
     rank evaluates its share of every split into torchmetrics ``Metric`` objects, whose ``compute`` syncs the ranks;
-    rank 0 logs. The evaluation time counts toward the stage's wall time, so keep ``every_n_steps`` coarse; with no
+    rank 0 logs. Its time is kept apart (``seconds``) and not counted as unlearning time; with no
     logger (extra unlearning seeds of ``metric=seeds``) nothing is measured.
 
     Args:
@@ -32,6 +34,7 @@ class ForgetRetainCallback(L.Callback):
             raise ConfigError(f"callbacks.forget_retain.every_n_steps={every_n_steps} must be an integer >= 1")
         self.every_n_steps, self.mia_seed = int(every_n_steps), int(mia_seed)
         self._last_step = -1
+        self.seconds = 0.0  # time spent measuring; the pipeline takes it out of the unlearning time (RTE)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = -1
@@ -48,11 +51,13 @@ class ForgetRetainCallback(L.Callback):
         if trainer.global_step == self._last_step or not trainer.loggers:
             return
         self._last_step = trainer.global_step
+        t0 = time.perf_counter()
         values = {f"unlearn/{k}": float(v) for k, v in self.measure(pl_module, trainer.global_rank,
                                                                       trainer.world_size).items()}
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step)
+        self.seconds += time.perf_counter() - t0
 
     def measure(self, pl_module: L.LightningModule, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
         """Forget and retain accuracy and the loss-threshold MIA AUC of ``pl_module.model`` on ``pl_module.data``."""
