@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from mu_lightning.data import UnlearningDataModule
+from mu_lightning.data.batches import PhasedBatches, TensorBatches
 from mu_lightning.data.forget import by_class
 from mu_lightning.data.sources import synthetic
 from mu_lightning.errors import ConfigError
 from mu_lightning.models import CNN, MLP, ResNet18
-from mu_lightning.unlearners import Amnesiac, CFk, EUk
+from mu_lightning.unlearners import SCRUB, Amnesiac, CFk, EUk
 from mu_lightning.unlearners.cf_k import blocks
 
 DIGITS = ("dataset=digits", "logger=none", "callbacks.forget_retain=null")
@@ -115,3 +116,18 @@ def test_amnesiac_never_relabels_into_a_forgotten_class():
     loader = Amnesiac(MLP([1, 8, 8], 10), optimizer=partial(torch.optim.SGD, lr=0.1)).loader(data, seed=0)
     labels = torch.cat([batch["mixed"][1] for batch in loader])
     assert len(labels) == len(data.ids["train"]) and not (labels == 3).any()
+
+
+def test_scrub_epochs_run_a_max_pass_then_a_min_pass_until_msteps():
+    sgd = partial(torch.optim.SGD, lr=0.1)
+    scrub = SCRUB(MLP([1, 8, 8], 10), epochs=3, msteps=1, batch_size=16, optimizer=sgd)
+    sets = {"forget": TensorBatches(torch.zeros(20, 1, 8, 8), torch.zeros(20), 16),  # 2 batches
+            "retain": TensorBatches(torch.zeros(40, 1, 8, 8), torch.zeros(40), 16)}  # 3 batches
+    epoch = [0]
+    loader = PhasedBatches(sets, scrub.phases, scrub.epochs, epoch=lambda: epoch[0])
+    assert len(loader) == 5  # the longest epoch: 2 forget + 3 retain batches
+    assert [next(iter(b)) for b in loader] == ["forget"] * 2 + ["retain"] * 3
+    epoch[0] = 1
+    assert [next(iter(b)) for b in loader] == ["retain"] * 3
+    with pytest.raises(ConfigError, match=r"unlearner.msteps=4 is out of range"):
+        SCRUB(MLP([1, 8, 8], 10), epochs=3, msteps=4, optimizer=sgd)
