@@ -37,13 +37,18 @@ CLASS_CASES = [  # (config, extra overrides, forget ceiling, retain tolerance); 
     ("ssd", ("unlearner.label_free=true", "unlearner.selection_weighting=5"), 0.10, 0.06),  # LFSSD, 0.957
     ("unsir", (), 0.10, 0.03),  # 0.980
     ("amnesiac", (), 0.10, 0.03),  # 0.980
-    ("cf_k", (), 0.10, 0.02),  # 0.999
-    ("eu_k", (), 0.10, 0.02),  # 0.992
+    # 380 steps each (20 epochs, EU-k's gold recipe): the slow tier
+    pytest.param("cf_k", (), 0.10, 0.02, marks=pytest.mark.slow),  # 0.999
+    pytest.param("eu_k", (), 0.10, 0.02, marks=pytest.mark.slow),  # 0.992
 ]
 
 
-@pytest.mark.parametrize(("name", "extra", "ceiling", "tolerance"), CLASS_CASES,
-                         ids=[f"{c[0]}{'-' + c[1][0] if c[1] else ''}" for c in CLASS_CASES])
+def case_id(case) -> str:
+    name, extra = getattr(case, "values", case)[:2]
+    return name + (f"-{extra[0]}" if extra else "")
+
+
+@pytest.mark.parametrize(("name", "extra", "ceiling", "tolerance"), CLASS_CASES, ids=map(case_id, CLASS_CASES))
 def test_class_forgetting_forgets_and_keeps_the_rest(run_pipeline, name, extra, ceiling, tolerance):
     m = run_pipeline(*DIGITS, *CLASS_3, f"unlearner={name}", *extra, fast=False, shared_cache=True)["metrics"]
     # the original knows the class and gold, never trained on it, never predicts it: the gap to close
@@ -55,10 +60,10 @@ def test_class_forgetting_forgets_and_keeps_the_rest(run_pipeline, name, extra, 
 # SSD's class-wise default (alpha 150) selects no weight at all for a random 10% request (0 of 17,226 measured): D_f
 # is no more important to any weight than D is. The paper's alpha 10 dampens 5 weights, so the test runs that.
 RANDOM_CASES = [("scrub", ()), ("bad_teacher", ()), ("ssd", ("unlearner.selection_weighting=10",)), ("amnesiac", ()),
-                ("cf_k", ()), ("eu_k", ())]
+                pytest.param("cf_k", (), marks=pytest.mark.slow), pytest.param("eu_k", (), marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize(("name", "extra"), RANDOM_CASES, ids=[c[0] for c in RANDOM_CASES])
+@pytest.mark.parametrize(("name", "extra"), RANDOM_CASES, ids=map(case_id, RANDOM_CASES))
 def test_random_forgetting_runs_finite_and_changes_the_model(run_pipeline, tmp_path, name, extra):
     res = run_pipeline(*DIGITS, f"unlearner={name}", *extra, fast=False, shared_cache=True)
     assert res["stages"]["unlearn"]["diverged"] is False
@@ -73,6 +78,7 @@ def test_unsir_refuses_a_random_request(run_pipeline):
         run_pipeline(*DIGITS, "unlearner=unsir", fast=False, shared_cache=True)
 
 
+@pytest.mark.slow  # two SCRUB runs
 def test_scrub_rewind_moves_forget_error_toward_the_held_out_error(run_pipeline):
     """SCRUB+R returns the epoch whose forget error is closest to the final model's val error; the final model is
     one of the candidates, so the rewound model can only be as close or closer than plain SCRUB's."""
