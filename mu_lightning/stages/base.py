@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import lightning as L
@@ -38,11 +39,10 @@ class Stage(L.LightningModule):
         self.model = model
         self.epochs, self.batch_size, self.grad_clip = int(epochs), int(batch_size), grad_clip
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.steps_taken = 0
-        self.diverged_step: int | None = None
-        self._loss_sum = torch.zeros(())
-        self._epoch_steps = 0
-        self._snapshot: dict[str, torch.Tensor] | None = None
+        # Per-step bookkeeping lives in one plain dict: assigning attributes of an nn.Module runs Module.__setattr__,
+        # whose type checks cost more than a tiny model's step.
+        self._tally = {"steps": 0, "epoch_steps": 0, "epoch_loss": 0.0, "diverged_step": None}
+        self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []  # (copy, live tensor) pairs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -59,7 +59,8 @@ class Stage(L.LightningModule):
 
     def step(self, loss: torch.Tensor) -> None:
         """One optimizer step on ``loss``, unless it is non-finite (then the stage stops: see the class doc)."""
-        if not torch.isfinite(loss):
+        value = loss.item()
+        if not math.isfinite(value):
             self._diverge()
             return
         self._remember_weights()
@@ -69,9 +70,10 @@ class Stage(L.LightningModule):
         if self.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         optimizer.step()
-        self.steps_taken += 1
-        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
-        self._epoch_steps += 1
+        tally = self._tally
+        tally["steps"] += 1
+        tally["epoch_steps"] += 1
+        tally["epoch_loss"] += value
 
     def _remember_weights(self) -> None:
         """Copy the weights whose loss was just found finite, in place: the rollback point of the guard.
@@ -81,28 +83,38 @@ class Stage(L.LightningModule):
         finite yet be so large that logits overflow on other inputs.
         """
         with torch.no_grad():
-            state = self.model.state_dict()
-            if self._snapshot is None:
-                self._snapshot = {k: v.detach().clone() for k, v in state.items()}
+            if not self._snapshot:
+                self._snapshot = [(v.detach().clone(), v) for v in self.model.state_dict(keep_vars=True).values()]
             else:
-                for k, v in state.items():
-                    self._snapshot[k].copy_(v)
+                torch._foreach_copy_([c for c, _ in self._snapshot], [v for _, v in self._snapshot])
 
     def _diverge(self) -> None:
-        self.diverged_step = self.steps_taken
+        self._tally["diverged_step"] = self._tally["steps"]
         self.trainer.should_stop = True
-        if self._snapshot is not None:
-            self.model.load_state_dict(self._snapshot)
+        with torch.no_grad():
+            for copy, live in self._snapshot:
+                live.copy_(copy)
 
     def on_train_epoch_start(self) -> None:
-        self._loss_sum, self._epoch_steps = torch.zeros((), device=self.device), 0
+        self._tally.update(epoch_steps=0, epoch_loss=0.0)
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_steps:
-            self.log("train_loss", self._loss_sum / self._epoch_steps, on_epoch=True, sync_dist=True)
+        if self._tally["epoch_steps"]:
+            self.log("train_loss", self._tally["epoch_loss"] / self._tally["epoch_steps"], on_epoch=True,
+                     sync_dist=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+
+    @property
+    def steps_taken(self) -> int:
+        """Optimizer steps taken so far (skipped non-finite steps not counted)."""
+        return self._tally["steps"]
+
+    @property
+    def diverged_step(self) -> int | None:
+        """The step at which the loss went non-finite, or None."""
+        return self._tally["diverged_step"]
 
     @property
     def diverged(self) -> bool:
