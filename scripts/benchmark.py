@@ -43,6 +43,7 @@ def overhead(repeats: int) -> list[dict]:
     _quiet_lightning()
     warnings.filterwarnings("ignore")
     trainer_kwargs = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/trainer/cpu.yaml"))
+    trainer_kwargs["enable_progress_bar"] = False  # as the pipeline runs when no terminal watches (logs, sweeps)
     d, s = digits(), synthetic(num_samples=1024, input_shape=(1, 28, 28))
     cases = [
         ("digits MLP", partial(MLP, [1, 8, 8], 10), d.x[:1294], d.y[:1294], 20, 1.3),
@@ -148,12 +149,12 @@ def efficiency(tmp: Path) -> tuple[list[dict], list[dict]]:
             stage_s = st["original"]["fit_seconds"] + st["gold"]["fit_seconds"] + r["seconds"]["unlearn"]
             eval_share.append(r["seconds"]["evaluate"] / stage_s)
     good = [t for t in table if t["speedup"] and t["avg_gap"] is not None and t["speedup"] >= 10
-            and 100 * t["avg_gap"] <= 2]
+            and t["avg_gap"] <= 2]  # avg_gap is in points
     best = max(good or table, key=lambda t: t["speedup"] or 0)
     rows = [{"section": 4, "measure": "methods ≥ 10× faster than retraining with Avg. Gap ≤ 2 points",
              "value": len(good), "unit": "", "target": "≥ 1", "ok": bool(good),
              "detail": f"e.g. {best['unlearner']} ({best['forget']}): {best['speedup']:.1f}×, "
-                       f"Avg. Gap {100 * best['avg_gap']:.2f}"},
+                       f"Avg. Gap {best['avg_gap']:.2f}"},
             {"section": 5, "measure": "fast-tier evaluation / stage time (median over jobs)",
              "value": 100 * statistics.median(eval_share), "unit": "%", "target": "≤ 10",
              "ok": statistics.median(eval_share) <= 0.10}]
@@ -173,7 +174,7 @@ def method_table(table: list[dict]) -> str:
     lines = ["| forget | unlearner | forget acc | retain acc | test acc | unlearn s | speed-up | Avg. Gap |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for t in sorted(table, key=lambda t: (t["forget"], t["unlearner"])):
-        gap = f"{100 * t['avg_gap']:.2f}" if t["avg_gap"] is not None else "–"
+        gap = f"{t['avg_gap']:.2f}" if t["avg_gap"] is not None else "–"
         speed = f"{t['speedup']:.1f}×" if t["speedup"] else "–"
         lines.append(f"| {t['forget']} | {t['unlearner']} | {t['forget_acc']:.3f} | {t['retain_acc']:.3f} | "
                      f"{t['test_acc']:.3f} | {t['unlearn_s']:.2f} | {speed} | {gap} |")
