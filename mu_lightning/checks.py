@@ -7,12 +7,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig
 
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import check_config as check_metric_config
+from mu_lightning.stages import Unlearner
 
 # Hydra's `_target_` may only name the project's classes and the library classes its configs use: nothing from a
 # config file or the command line is run as arbitrary code.
@@ -69,6 +70,10 @@ def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
     if lost and not cfg.forget._target_.endswith("by_class"):
         raise ConfigError(f"the forget request removes every training sample of class(es) {lost}: the gold model "
                           "could never learn them; to forget whole classes use forget=class forget.classes=[...]")
+    unlearner = get_class(cfg.unlearner._target_)
+    if not (isinstance(unlearner, type) and issubclass(unlearner, Unlearner)):
+        raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
+    unlearner.check_request(data)
     model = instantiate(cfg.model)
     try:
         with torch.no_grad():

@@ -31,6 +31,7 @@ CASES = {
     "foreign_target": (["unlearner._target_=os.system"], r"unlearner._target_='os.system' is not allowed"),
     "unknown_metric_tier": (["metric.tier=fancy"], r"metric.tier='fancy' is not a tier: use one of fast, full"),
     "too_few_gold_seeds": (["metric=full", "metric.seeds=1"], r"metric.seeds=1 is too few"),
+    "unsir_on_a_random_request": (["unlearner=unsir"], r"unlearner=unsir forgets whole classes only"),
     "unwritable_run_dir": (["paths.output_dir={tmp}/blocker/run"], r"paths.output_dir=.* is not writable"),
     "unwritable_cache_dir": (["paths.cache_dir={tmp}/blocker/cache"], r"paths.cache_dir=.* is not writable"),
 }

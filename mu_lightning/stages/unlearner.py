@@ -58,10 +58,15 @@ class Unlearner(Stage):
 
         ``self.data`` holds the datamodule meanwhile, so callbacks can evaluate on its splits.
         """
+        self.check_request(data)
         self.data = data
         self.edit(data)
         if self.epochs > 0:
             make_trainer(self.epochs).fit(self, train_dataloaders=self.loader(data, seed))
+
+    @classmethod
+    def check_request(cls, data: UnlearningDataModule) -> None:
+        """Raise ConfigError if the method cannot serve this forget request; called before any training."""
 
     def edit(self, data: UnlearningDataModule) -> None:
         """One-shot weight edit before any training loop; the default does nothing."""

@@ -29,13 +29,17 @@ class UNSIR(Unlearner):
         self.noise_copies, self.retain_per_class, self.impair_epochs = noise_copies, retain_per_class, impair_epochs
         self.noise: dict[int, torch.Tensor] = {}
 
-    def edit(self, data):
+    @classmethod
+    def check_request(cls, data):
         classes = data.forgotten_classes()
         forget_y = data.tensors("forget")[1]
         if not classes or not torch.isin(forget_y, torch.tensor(classes)).all():
             raise ConfigError(f"unlearner=unsir forgets whole classes only (forget=class forget.classes=[...]); this "
                               f"forget request holds {len(forget_y)} samples of classes {forget_y.unique().tolist()} "
                               "and is not every training sample of its classes")
+
+    def edit(self, data):
+        classes = data.forgotten_classes()
         self.model.eval()
         for c in classes:
             noise = torch.randn(self.noise_batch_size, *data.samples.x.shape[1:], requires_grad=True)
