@@ -24,10 +24,22 @@ def csv_logger(stage: str, save_dir: str, name: str = "csv") -> CSVLogger:
     return CSVLogger(save_dir=save_dir, name=name, version=stage)
 
 
+class _StageTensorBoard(TensorBoardLogger):
+    """Stays open when the Trainer finalizes it: the unlearn stage's final metrics are written after ``fit``, and
+    tensorboardX names a reopened event file by the whole second, so a reopen within the same second truncated the
+    stage's training curve. ``close`` below closes it."""
+
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            self.experiment.flush()
+        if status == "success":
+            self.save()
+
+
 def tensorboard_logger(stage: str, save_dir: str, name: str = "tensorboard") -> TensorBoardLogger:
     """``<save_dir>/<name>/<stage>/events.out.tfevents.*``; Lightning writes through tensorboardX when TensorBoard
     itself is not installed (tensorboardX is the lighter dependency: no grpcio, werkzeug or markdown)."""
-    return TensorBoardLogger(save_dir=save_dir, name=name, version=stage, default_hp_metric=False)
+    return _StageTensorBoard(save_dir=save_dir, name=name, version=stage, default_hp_metric=False)
 
 
 def wandb_logger(stage: str, save_dir: str, project: str, run_name: str, group: str | None = None,
@@ -68,6 +80,8 @@ def close(loggers: list[Logger], ok: bool) -> None:
     """Flush every logger; a W&B run is marked failed (exit code 1) when the stage did not finish."""
     for logger in loggers:
         logger.finalize("success" if ok else "failed")
+        if isinstance(logger, _StageTensorBoard) and logger._experiment is not None:
+            logger.experiment.close()
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish(exit_code=0 if ok else 1)
 
@@ -87,7 +101,7 @@ def log_results(loggers: list[Logger], results: dict[str, Any], run_dir: str | P
             kind = type(logger).__name__
             if kind == "WandbLogger":
                 _wandb_extras(logger.experiment, results, losses)
-            elif kind == "TensorBoardLogger":
+            elif isinstance(logger, TensorBoardLogger):
                 for (model, split), loss in losses.items():
                     logger.experiment.add_histogram(f"loss/{model}/{split}", loss.numpy())
     except Exception:
