@@ -57,3 +57,17 @@ def run_pipeline(tmp_path, session_cache):
         return json.loads((tmp_path / out / "results.json").read_text())
 
     return _run
+
+
+def make_data(tmp_path: Path, *overrides: str):
+    """The set-up UnlearningDataModule that ``python train.py <overrides>`` would build."""
+    from hydra.utils import instantiate
+
+    from mu_lightning.data import UnlearningDataModule
+
+    cfg = compose_cfg(tmp_path, list(overrides), fast=False)
+    data = UnlearningDataModule(source=instantiate(cfg.dataset.source), forget=instantiate(cfg.forget),
+                                test_fraction=cfg.dataset.test_fraction, val_fraction=cfg.dataset.val_fraction,
+                                split_seed=cfg.dataset.split_seed)
+    data.setup()
+    return data

@@ -5,26 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.forget import by_entity, by_subclass
 from mu_lightning.errors import ConfigError
-from tests.conftest import compose_cfg
+from tests.conftest import make_data
 
 IDS = torch.tensor([10, 11, 12, 13, 14, 15, 16, 17])
 LABELS = torch.zeros(8, dtype=torch.int64)
 GROUPS = torch.tensor([5, 2, 5, 9, 2, 7, 5, 9])   # entity of each id above
 FINE = torch.tensor([0, 3, 1, 3, 0, 2, 3, 1])
-
-
-def make_data(tmp_path, *overrides):
-    cfg = compose_cfg(tmp_path, list(overrides), fast=False)
-    data = UnlearningDataModule(source=instantiate(cfg.dataset.source), forget=instantiate(cfg.forget),
-                                test_fraction=cfg.dataset.test_fraction, val_fraction=cfg.dataset.val_fraction,
-                                split_seed=cfg.dataset.split_seed)
-    data.setup()
-    return data
 
 
 def test_entity_request_by_ids_takes_all_their_samples():

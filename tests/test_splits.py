@@ -3,19 +3,8 @@
 from __future__ import annotations
 
 import torch
-from hydra.utils import instantiate
 
-from mu_lightning.data import UnlearningDataModule
-from tests.conftest import compose_cfg
-
-
-def make_data(tmp_path, *overrides):
-    cfg = compose_cfg(tmp_path, list(overrides), fast=False)
-    data = UnlearningDataModule(source=instantiate(cfg.dataset.source), forget=instantiate(cfg.forget),
-                                test_fraction=cfg.dataset.test_fraction, val_fraction=cfg.dataset.val_fraction,
-                                split_seed=cfg.dataset.split_seed)
-    data.setup()
-    return data
+from tests.conftest import make_data
 
 
 def test_splits_disjoint_and_complete(tmp_path):

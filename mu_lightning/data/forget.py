@@ -15,26 +15,29 @@ import torch
 from mu_lightning.errors import ConfigError
 
 
+def how_many(n: int, fraction: float | None, count: int | None, unit: str) -> int:
+    """How many of ``n`` items a request takes: ``count`` if given, else ``fraction`` of them (0 < k < n)."""
+    if count is not None:
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < n:
+            raise ConfigError(f"forget.count={count!r} is out of range: it must be an integer with 0 < count < {n} "
+                              f"(the training set has {n} {unit})")
+        return count
+    if fraction is None or not 0 < float(fraction) < 1:
+        raise ConfigError(f"forget.fraction={fraction!r} is out of range: it must be > 0 and < 1")
+    k = round(float(fraction) * n)
+    if not 0 < k < n:
+        raise ConfigError(f"forget.fraction={fraction} selects {k} of {n} {unit}: choose a larger fraction or set "
+                          "forget.count")
+    return k
+
+
 def random_sample(
     train_ids: torch.Tensor, labels: torch.Tensor, fraction: float | None = 0.1, count: int | None = None,
     seed: int = 0,
 ) -> torch.Tensor:
     """A uniform random sample of the training set: ``count`` samples if given, else ``fraction`` of them."""
     n = len(train_ids)
-    if count is not None:
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < n:
-            raise ConfigError(
-                f"forget.count={count!r} is out of range: it must be an integer with 0 < count < {n} "
-                f"(the training set has {n} samples)"
-            )
-        k = count
-    else:
-        if fraction is None or not 0 < float(fraction) < 1:
-            raise ConfigError(f"forget.fraction={fraction!r} is out of range: it must be > 0 and < 1")
-        k = round(float(fraction) * n)
-        if not 0 < k < n:
-            raise ConfigError(f"forget.fraction={fraction} selects {k} of {n} training samples: choose a larger "
-                              "fraction or set forget.count")
+    k = how_many(n, fraction, count, "samples")
     gen = torch.Generator().manual_seed(int(seed))
     return train_ids[torch.randperm(n, generator=gen)[:k]].sort().values
 
@@ -106,18 +109,7 @@ def by_entity(
                               f"(the training set has entities {present[:10].tolist()}{'...' if n > 10 else ''})")
         chosen = wanted
     else:
-        if count is not None:
-            if isinstance(count, bool) or not isinstance(count, int) or not 0 < count < n:
-                raise ConfigError(f"forget.count={count!r} is out of range: it must be an integer with 0 < count < "
-                                  f"{n} (the training set has {n} entities)")
-            k = count
-        else:
-            if fraction is None or not 0 < float(fraction) < 1:
-                raise ConfigError(f"forget.fraction={fraction!r} is out of range: it must be > 0 and < 1")
-            k = round(float(fraction) * n)
-            if not 0 < k < n:
-                raise ConfigError(f"forget.fraction={fraction} selects {k} of {n} entities: choose a larger "
-                                  "fraction or set forget.count")
+        k = how_many(n, fraction, count, "entities")
         chosen = present[torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:k]]
     forget = train_ids[torch.isin(groups, chosen)]
     if len(forget) == len(train_ids):
