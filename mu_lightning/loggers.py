@@ -43,13 +43,15 @@ def tensorboard_logger(stage: str, save_dir: str, name: str = "tensorboard") -> 
 
 
 def wandb_logger(stage: str, save_dir: str, project: str, run_name: str, group: str | None = None,
-                 config: Any = None, mode: str | None = None, init_timeout: float = 15.0) -> Logger:
+                 config: Any = None, mode: str | None = None, init_timeout: float = 15.0,
+                 log_checkpoints: bool = False) -> Logger:
     """A W&B run per stage (``job_type=stage``), grouped by job. Offline unless ``mode`` or ``WANDB_MODE`` says so.
 
     ``group`` defaults to the last two parts of the run directory (``<date>/<time>`` for a run, ``<time>/<job>`` for
     a sweep job), which is unique per job and the same for all its stages. ``config`` is stored resolved, as plain
     values. Online mode with an API key and no network makes the client wait ~100 s (PITFALLS.md); here init is
     bounded by ``init_timeout`` and falls back to offline with a warning, so a run never hangs on the network.
+    ``log_checkpoints`` is acted on at the end of the run, by ``log_results`` (see ``checkpoint_artifact``).
     """
     import wandb
     from lightning.pytorch.loggers import WandbLogger
@@ -143,3 +145,21 @@ def _wandb_extras(run: Any, results: dict[str, Any], losses: dict[tuple[str, str
     for (model, split), loss in losses.items():
         extras[f"loss/{model}/{split}"] = wandb.Histogram(loss.numpy())
     run.log(extras)
+    if results.get("config", {}).get("logger", {}).get("wandb", {}).get("log_checkpoints"):
+        run.log_artifact(checkpoint_artifact(results))
+
+
+def checkpoint_artifact(results: dict[str, Any]) -> Any:
+    """The three models' weights as one W&B ``model`` artifact: original and gold from the stage cache (the entries
+    this run used), the unlearned model from the run directory's ``unlearned.pt``."""
+    import wandb
+
+    cfg = results["config"]
+    artifact = wandb.Artifact(f"models-{Path(cfg['paths']['output_dir']).name}", type="model",
+                              metadata={s: results["stages"][s].get("cache_key") for s in ("original", "gold")})
+    for stage in ("original", "gold"):
+        entry = Path(cfg["paths"]["cache_dir"]) / f"{stage}-{results['stages'][stage]['cache_key']}.pt"
+        if entry.exists():  # absent with cache=false
+            artifact.add_file(str(entry), name=f"{stage}.pt")
+    artifact.add_file(str(Path(cfg["paths"]["output_dir"]) / "unlearned.pt"), name="unlearn.pt")
+    return artifact

@@ -98,6 +98,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         logits = {"logits": ctx.computed_logits(), "labels": {s: data.tensors(s)[1] for s in data.ids},
                   "ids": dict(data.ids)}
         atomic_write(out / "logits.pt", lambda f: torch.save(logits, f))
+        if cfg.save_unlearned:
+            state = {k: v.detach().cpu() for k, v in models["unlearn"].state_dict().items()}
+            atomic_write(out / "unlearned.pt", lambda f: torch.save(state, f))
         for logger in run_loggers:
             logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}},
                                step=stages["unlearn"]["steps"])

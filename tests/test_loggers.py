@@ -205,3 +205,13 @@ def test_sample_losses_are_per_sample_cross_entropy(tmp_path):
 ])
 def test_metrics_table_rows_per_model(metrics, expected):
     assert loggers.metrics_table(metrics) == expected
+
+
+def test_checkpoint_artifact_holds_the_three_models(run_pipeline, tmp_path):
+    results = run_pipeline("logger=wandb", "logger.wandb.log_checkpoints=true", "train.epochs=2", "unlearner.epochs=1")
+    unlearned = torch.load(tmp_path / "run" / "unlearned.pt", weights_only=True)
+    assert results["config"]["save_unlearned"] is True and unlearned  # implied by log_checkpoints
+    artifact = loggers.checkpoint_artifact(results)
+    assert artifact.type == "model" and set(artifact.manifest.entries) == {"original.pt", "gold.pt", "unlearn.pt"}
+    records = wandb_runs(tmp_path / "run")["unlearn"]
+    assert any(r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model" for r in records)
