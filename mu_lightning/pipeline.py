@@ -146,6 +146,8 @@ def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, original: torch
     net.load_state_dict(original.state_dict())
     unlearner: Unlearner = instantiate(cfg.unlearner, model=net)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if any(hasattr(c, "every_n_steps") for c in callbacks):
+        unlearner.steps_per_batch = 1  # a callback with a step cadence must see every step
     t0 = time.perf_counter()
     unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks), seed=seed)
     monitoring = sum(getattr(c, "seconds", 0.0) for c in callbacks)  # trajectory logging is not unlearning work
@@ -188,7 +190,7 @@ def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int) -
     t0 = time.perf_counter()
     try:
         _trainer(cfg, module.epochs, stage_loggers).fit(
-            module, train_dataloaders=data.batches(split, module.batch_size, shuffle=True, seed=seed))
+            module, train_dataloaders=module.chunks(data.batches(split, module.batch_size, shuffle=True, seed=seed)))
     finally:
         logger_factories.close(stage_loggers, ok=not module.diverged)
     if module.diverged:

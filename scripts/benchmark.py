@@ -56,7 +56,7 @@ def overhead(repeats: int) -> list[dict]:
         t0 = time.perf_counter()
         module = ClassifierModule(make(), epochs=epochs, batch_size=64, optimizer=sgd)
         L.Trainer(**trainer_kwargs, max_epochs=epochs, logger=False).fit(
-            module, train_dataloaders=TensorBatches(x, y, 64, shuffle=True, seed=0))
+            module, train_dataloaders=module.chunks(TensorBatches(x, y, 64, shuffle=True, seed=0)))
         return time.perf_counter() - t0
 
     def plain(make, x, y, epochs):

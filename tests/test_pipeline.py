@@ -55,3 +55,16 @@ def test_every_model_trains(run_pipeline, model):
     res = run_pipeline(*overrides)
     assert res["stages"]["original"]["steps"] > 0
     assert res["metrics"]["original/retain_acc"] > 0.1
+
+
+def test_steps_per_lightning_batch_change_no_number(run_pipeline, monkeypatch):
+    """Chunking optimizer steps into Lightning batches only saves loop overhead: same steps, batches and order."""
+    from mu_lightning.stages import Stage
+
+    monkeypatch.setattr(Stage, "steps_per_batch", 1)
+    chunked = ["unlearner=neggrad_plus", "cache=false", "callbacks.forget_retain=null"]  # no step-cadence callback
+    one = run_pipeline(*chunked, out="one")
+    monkeypatch.setattr(Stage, "steps_per_batch", 5)
+    five = run_pipeline(*chunked, out="five")
+    assert one["stages"]["unlearn"]["steps"] == five["stages"]["unlearn"]["steps"] > 5
+    assert numbers(one) == numbers(five)

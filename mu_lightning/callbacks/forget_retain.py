@@ -41,7 +41,7 @@ class ForgetRetainCallback(L.Callback):
         self._log(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every_n_steps == 0:
+        if trainer.global_step // self.every_n_steps > max(self._last_step, 0) // self.every_n_steps:
             self._log(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

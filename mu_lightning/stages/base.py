@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from mu_lightning.data.batches import Chunks
+
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
@@ -43,6 +45,24 @@ class Stage(L.LightningModule):
         # whose type checks cost more than a tiny model's step.
         self._tally = {"steps": 0, "epoch_steps": 0, "epoch_loss": 0.0, "diverged_step": None}
         self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []  # (copy, live tensor) pairs
+
+    # Optimizer steps per Lightning batch (see data.batches.Chunks): the same steps on the same batches in the same
+    # order whatever its value; larger values pay Lightning's per-batch cost less often, callbacks see fewer batches.
+    steps_per_batch: int = 8
+
+    def chunks(self, batches) -> Chunks:
+        """The loader to ``fit`` this stage on: ``batches`` grouped ``steps_per_batch`` at a time."""
+        return Chunks(batches, self.steps_per_batch)
+
+    def training_step(self, chunk: list, batch_idx: int) -> None:
+        for batch in chunk:
+            self.train_step(batch)
+            if self.diverged:
+                break
+
+    def train_step(self, batch) -> None:
+        """One optimizer step on one batch: compute the loss and call ``self.step(loss)``."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

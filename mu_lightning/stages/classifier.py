@@ -14,6 +14,6 @@ class ClassifierModule(Stage):
     Using one class and one recipe for both is what makes M_g a fair reference (EVALUATION.md §0).
     """
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         self.step(F.cross_entropy(self.model(x), y))

@@ -62,7 +62,7 @@ class Unlearner(Stage):
         self.data = data
         self.edit(data)
         if self.epochs > 0:
-            make_trainer(self.epochs).fit(self, train_dataloaders=self.loader(data, seed))
+            make_trainer(self.epochs).fit(self, train_dataloaders=self.chunks(self.loader(data, seed)))
 
     @classmethod
     def check_request(cls, data: UnlearningDataModule) -> None:
@@ -86,7 +86,7 @@ class Unlearner(Stage):
     def loss(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} trains for {self.epochs} epochs but defines no loss()")
 
-    def training_step(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
+    def train_step(self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.step(self.loss(batch))
 
     def last_linear(self) -> nn.Linear:
