@@ -47,7 +47,7 @@ def overhead(repeats: int) -> list[dict]:
     d, s = digits(), synthetic(num_samples=1024, input_shape=(1, 28, 28))
     cases = [
         ("digits MLP", partial(MLP, [1, 8, 8], 10), d.x[:1294], d.y[:1294], 20, 1.3),
-        ("28×28 CNN", partial(CNN, [1, 28, 28], 10), s.x, s.y, 2, 1.05),
+        ("28×28 CNN", partial(CNN, [1, 28, 28], 10), s.x, s.y, 4, 1.05),
     ]
     sgd = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
 
