@@ -11,6 +11,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig
 
 from mu_lightning.data import UnlearningDataModule
+from mu_lightning.data.forget import by_class
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import check_config as check_metric_config
 from mu_lightning.stages import Unlearner
@@ -65,15 +66,18 @@ def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
     if data.num_classes > cfg.dataset.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the labels go up to "
                           f"{data.num_classes - 1}")
-    y = data.samples.y
-    lost = sorted(set(y[data.ids["train"]].tolist()) - set(y[data.ids["retain"]].tolist()))
-    if lost and not cfg.forget._target_.endswith("by_class"):
-        raise ConfigError(f"the forget request removes every training sample of class(es) {lost}: the gold model "
-                          "could never learn them; to forget whole classes use forget=class forget.classes=[...]")
     unlearner = get_class(cfg.unlearner._target_)
     if not (isinstance(unlearner, type) and issubclass(unlearner, Unlearner)):
         raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
-    unlearner.check_request(data)
+    y = data.samples.y
+    for k, selector in enumerate(data.selectors):
+        view = data.request(k)
+        which = f"forget request {k + 1} of {len(data.selectors)}" if len(data.selectors) > 1 else "the forget request"
+        lost = sorted(set(y[view.ids["forget"]].tolist()) - set(y[view.ids["retain"]].tolist()))
+        if lost and getattr(selector, "func", selector) is not by_class:
+            raise ConfigError(f"{which} removes every training sample of class(es) {lost}: the gold model could "
+                              "never learn them; to forget whole classes use forget=class forget.classes=[...]")
+        unlearner.check_request(view)
     model = instantiate(cfg.model)
     try:
         with torch.no_grad():

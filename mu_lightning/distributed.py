@@ -117,15 +117,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def join_evaluation(metric_cfg: DictConfig) -> bool:
-    """Whether this rank runs the evaluation step: rank 0 always, the others when it trains models.
+def join_evaluation(metric_cfg: DictConfig, more_to_train: bool = False) -> bool:
+    """Whether this rank runs the evaluation step: rank 0 always, the others when it or a later request (of
+    ``forget=sequential``: ``more_to_train``) trains models.
 
     Otherwise the ranks leave the process group here, before evaluating: torchmetrics' ``compute`` gathers from
     every rank of an initialised group, so rank 0 evaluating alone inside the group would wait for the others.
     With the extra fits of the ``full`` and ``seeds`` tiers every rank evaluates the same full splits, and the
     gathered means, accuracies and AUCs over identical copies equal one rank's.
     """
-    if metric_cfg.tier in TIERS_THAT_TRAIN:
+    if more_to_train or metric_cfg.tier in TIERS_THAT_TRAIN:
         return True
     if dist.is_initialized():
         dist.barrier()

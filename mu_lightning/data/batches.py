@@ -7,6 +7,7 @@ costs more than the step itself on small models (PITFALLS.md, "Start-up and over
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -14,14 +15,18 @@ import torch
 class TensorBatches:
     """Batches of ``(x, y)`` from tensors, reshuffled each epoch by a seeded generator.
 
+    ``augment`` (``(x, generator) -> x``, see ``augment.py``) transforms each batch's inputs with draws from the same
+    generator, so shuffling and augmentation together are reproducible from ``seed``.
+
     Under ``torch.distributed`` each rank takes an interleaved shard of every epoch's permutation (padded by
     wrapping round so all ranks run the same number of steps), like ``DistributedSampler``.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
         if len(x) == 0:
             raise ValueError("TensorBatches over an empty set")
-        self.x, self.y, self.batch_size, self.shuffle = x, y, int(batch_size), shuffle
+        self.x, self.y, self.batch_size, self.shuffle, self.augment = x, y, int(batch_size), shuffle, augment
         self.generator = torch.Generator().manual_seed(int(seed))
 
     @staticmethod
@@ -44,7 +49,8 @@ class TensorBatches:
             order = order.repeat(2)[: self._shard_size() * world][rank::world]
         x, y = (self.x[order], self.y[order]) if self.shuffle or world > 1 else (self.x, self.y)
         for start in range(0, len(order), self.batch_size):
-            yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+            xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+            yield (xb if self.augment is None else self.augment(xb, self.generator)), yb
 
 
 class Cycle:

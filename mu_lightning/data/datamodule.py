@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 from collections.abc import Callable
@@ -13,32 +14,43 @@ from mu_lightning.data.batches import TensorBatches
 from mu_lightning.data.sources import Samples
 from mu_lightning.errors import ConfigError
 
-SPLITS = ("train", "forget", "retain", "val", "test")
+SPLITS = ("train", "forget", "retain", "val", "test", "forgotten")
 
 
 class UnlearningDataModule(L.LightningDataModule):
     """Holds every sample as tensors; splits are sorted sample-id tensors, so they are cheap and easy to save.
 
+    Splits: ``train`` (D), ``forget`` (D_f), ``retain`` (D_r), ``val``, ``test``, and ``forgotten``: the samples of
+    earlier requests when several are served in turn (empty otherwise).
+
     Args:
         source: returns the dataset's samples (``conf/dataset/*.yaml: source``).
         forget: ``(train_ids, train_labels) -> forget_ids`` (``conf/forget/*.yaml``); keyword-only ``groups``,
-            ``fine_labels`` and ``fine_names`` are passed when it declares them (``forget.py``).
+            ``fine_labels`` and ``fine_names`` are passed when it declares them (``forget.py``). A list of them is a
+            sequence of requests (``forget=sequential``): each selects from what the earlier ones left, and
+            ``request(k)`` is the data as the k-th request sees it.
         test_fraction, val_fraction: held-out shares drawn with ``split_seed`` when the source has no official
             test split; val is always drawn from the non-test part.
         split_seed: the seed of that draw; part of the dataset's identity, not of a run.
+        augment: ``(x, generator) -> x`` applied to training batches (``batches(..., augment=True)``), or None.
     """
 
     def __init__(
         self, source: Callable[[], Samples], forget: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ):
         super().__init__()
         for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0 <= value < 1:
                 raise ConfigError(f"dataset.{name}={value} is out of range: it must be >= 0 and < 1")
-        self.source, self.forget_selector = source, forget
+        self.source, self.augment = source, augment
+        self.selectors = list(forget) if isinstance(forget, list | tuple) else [forget]
+        if not self.selectors:
+            raise ConfigError("forget.requests is empty: give one or more requests")
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
         self.samples: Samples | None = None
+        self.requests: list[torch.Tensor] = []  # forget ids of each request, in order
         self.ids: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -58,17 +70,36 @@ class UnlearningDataModule(L.LightningDataModule):
         n_val = round(self.val_fraction * len(pool))
         val, train = pool[:n_val], pool[n_val:]
         train = train.sort().values
-        forget = self.forget_selector(train, samples.y[train], **self._request_context(samples, train))
-        retain = train[~torch.isin(train, forget)]
-        if len(retain) == 0:
-            raise ConfigError("the forget request covers the whole training set: the retain set would be empty")
+        remaining = train
+        for k, selector in enumerate(self.selectors):
+            forget = selector(remaining, samples.y[remaining], **self._request_context(selector, samples, remaining))
+            remaining = remaining[~torch.isin(remaining, forget)]
+            if len(remaining) == 0:
+                which = f"forget request {k + 1} of {len(self.selectors)}" if len(self.selectors) > 1 else \
+                    "the forget request"
+                raise ConfigError(f"{which} leaves no training sample: the retain set would be empty")
+            self.requests.append(forget)
         self.samples = samples
-        self.ids = {"train": train, "forget": forget, "retain": retain, "val": val.sort().values,
-                    "test": test.sort().values}
+        self._fixed = {"train": train, "val": val.sort().values, "test": test.sort().values}
+        self.ids = self._ids_at(0)
 
-    def _request_context(self, samples: Samples, train: torch.Tensor) -> dict:
+    def _ids_at(self, k: int) -> dict[str, torch.Tensor]:
+        earlier = torch.cat([torch.empty(0, dtype=torch.int64), *self.requests[:k]]).sort().values
+        retain = self._fixed["train"][~torch.isin(self._fixed["train"], torch.cat([earlier, self.requests[k]]))]
+        return {"train": self._fixed["train"], "forget": self.requests[k], "retain": retain,
+                "val": self._fixed["val"], "test": self._fixed["test"], "forgotten": earlier}
+
+    def request(self, k: int) -> UnlearningDataModule:
+        """The data as request ``k`` (from 0) sees it: D_f is its samples, D_r what no request up to it has taken,
+        ``forgotten`` what earlier requests took. D (``train``), val and test stay the same for every request."""
+        view = copy.copy(self)
+        view.ids = self._ids_at(k)
+        return view
+
+    @staticmethod
+    def _request_context(selector: Callable, samples: Samples, train: torch.Tensor) -> dict:
         """What a selector needs beyond labels, for the training samples; passed only where it declares it."""
-        params = inspect.signature(self.forget_selector).parameters
+        params = inspect.signature(selector).parameters
         per_sample = {"groups": samples.group, "fine_labels": samples.fine}
         context = {k: (None if v is None else v[train]) for k, v in per_sample.items()}
         context["fine_names"] = samples.fine_names
@@ -79,18 +110,22 @@ class UnlearningDataModule(L.LightningDataModule):
         return int(self.samples.y.max()) + 1
 
     def forgotten_classes(self) -> list[int]:
-        """Classes whose every training sample is in D_f: non-empty exactly for class-wise forgetting."""
+        """Classes whose every training sample still known (not taken by an earlier request) is in D_f: non-empty
+        exactly for class-wise forgetting."""
         y = self.samples.y
-        forget_y, train_y = y[self.ids["forget"]], y[self.ids["train"]]
-        return [int(c) for c in forget_y.unique() if (forget_y == c).sum() == (train_y == c).sum()]
+        forget_y, known_y = y[self.ids["forget"]], y[torch.cat([self.ids["forget"], self.ids["retain"]])]
+        return [int(c) for c in forget_y.unique() if (forget_y == c).sum() == (known_y == c).sum()]
 
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``(x, y)`` of one split, in sample-id order."""
         ids = self.ids[split]
         return self.samples.x[ids], self.samples.y[ids]
 
-    def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0) -> TensorBatches:
-        return TensorBatches(*self.tensors(split), batch_size=batch_size, shuffle=shuffle, seed=seed)
+    def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
+                ) -> TensorBatches:
+        """Batches of one split; ``augment=True`` for training passes (the dataset's ``augment``, if it has one)."""
+        return TensorBatches(*self.tensors(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
+                             augment=self.augment if augment else None)
 
     def fingerprint(self, split: str) -> str:
         """A digest of exactly the samples (inputs, labels, order) of one split: the data part of a cache key."""

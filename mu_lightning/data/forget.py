@@ -4,13 +4,18 @@ Each selector takes the training-set sample ids and their labels and returns the
 ``conf/forget/<name>.yaml`` names one (``_partial_: true``); its other keys are the selector's options.
 A selector that needs more than labels declares it as a keyword-only parameter, and the datamodule passes it for
 the training samples: ``groups`` (``Samples.group``), ``fine_labels`` (``Samples.fine``), ``fine_names``.
+``sequence`` turns a list of requests into one selector per request (``forget=sequential``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning.errors import ConfigError
 
@@ -155,3 +160,34 @@ def by_subclass(
         raise ConfigError(f"forget.subclasses={wanted_raw} covers the whole training set: the retain set would be "
                           "empty")
     return forget.sort().values
+
+
+def sequence(requests: list | None = None) -> list[Callable]:
+    """One selector per request, for several requests served one after another (``forget=sequential``).
+
+    Each request names a forget option with ``kind`` (``conf/forget/<kind>.yaml``: random, class, entity, subclass,
+    indices) and overrides that option's settings, e.g. ``{kind: class, classes: [3]}``. Each selects from the
+    training samples that the requests before it left (see ``UnlearningDataModule.request``).
+    """
+    if not requests or isinstance(requests, str):
+        raise ConfigError("forget=sequential needs forget.requests=[...]: e.g. "
+                          "'forget.requests=[{kind:class,classes:[3]},{kind:class,classes:[5]}]'")
+    kinds = sorted(f.name.removesuffix(".yaml") for f in files("mu_lightning.conf").joinpath("forget").iterdir()
+                   if f.name.endswith(".yaml") and f.name != "sequential.yaml")
+    selectors = []
+    for k, request in enumerate(requests):
+        where = f"forget.requests[{k}]"
+        if not isinstance(request, dict | DictConfig) or request.get("kind") not in kinds:
+            kind = request.get("kind") if isinstance(request, dict | DictConfig) else request
+            raise ConfigError(f"{where}: kind={kind!r} is not a forget option; each request is "
+                              f"{{kind: <one of {', '.join(kinds)}>, <its settings>}}")
+        base = OmegaConf.create(files("mu_lightning.conf").joinpath("forget", f"{request['kind']}.yaml").read_text())
+        settings = {key: value for key, value in request.items() if key != "kind"}
+        allowed = [key for key in base if not key.startswith("_")]
+        unknown = sorted(set(settings) - set(allowed))
+        if unknown:
+            raise ConfigError(f"{where}: {unknown} not settings of forget={request['kind']} (its settings: "
+                              f"{', '.join(allowed) or 'none'})")
+        merged = OmegaConf.merge(base, settings)
+        selectors.append(instantiate(merged))
+    return selectors

@@ -15,7 +15,7 @@ from mu_lightning.metrics import mia, signals
 from mu_lightning.metrics.accuracy import accuracy
 from mu_lightning.metrics.context import EvalContext
 
-SPLITS = ("forget", "retain", "val", "test")
+SPLITS = ("forget", "retain", "val", "test", "forgotten")  # forgotten: earlier requests (forget=sequential)
 MODELS = ("original", "gold", "unlearn")
 TIERS = ("fast", "full", "seeds")
 
@@ -24,7 +24,7 @@ def evaluate(ctx: EvalContext) -> dict[str, float]:
     """Metrics named ``<model>/<metric>`` (model: original, gold, unlearn), e.g. ``unlearn/forget_acc``."""
     tier = TIERS.index(check_config(ctx.cfg))
     out: dict[str, float] = {}
-    splits = [s for s in SPLITS if len(ctx.data.ids[s])]
+    splits = [s for s in SPLITS if len(ctx.data.ids.get(s, ()))]
     memo: dict[str, dict[str, float]] = {}
     for m in MODELS:
         out.update({f"{m}/{s}_acc": accuracy(ctx.logits(m, s), ctx.labels(s)) for s in splits})

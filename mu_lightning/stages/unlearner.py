@@ -72,7 +72,7 @@ class Unlearner(Stage):
         """One-shot weight edit before any training loop; the default does nothing."""
 
     def loader(self, data: UnlearningDataModule, seed: int) -> PairedBatches:
-        sets = {name: data.batches(name, self.batch_size, shuffle=True, seed=seed + i)
+        sets = {name: data.batches(name, self.batch_size, shuffle=True, seed=seed + i, augment=True)
                 for i, name in enumerate(self.reads)}
         if self.phases(0) is not None:
             return PhasedBatches(sets, self.phases, self.epochs, epoch=lambda: self.current_epoch)
