@@ -28,8 +28,8 @@ def test_crop_is_the_padded_image_at_the_drawn_offsets():
 def test_flip_mirrors_about_half_of_the_samples_and_leaves_the_rest():
     x = torch.randn(400, 1, 2, 3)
     out = CropFlip(padding=0, flip=True)(x, torch.Generator().manual_seed(0))
-    flipped = torch.tensor([torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x)])
-    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
+    flipped = torch.tensor([torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x, strict=True)])
+    kept = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x, strict=True)])
     assert (flipped ^ kept).all()  # every sample is one or the other
     assert 150 < int(flipped.sum()) < 250
 
@@ -42,10 +42,11 @@ def test_batches_augment_reproducibly_and_only_when_asked():
         return list(TensorBatches(x, y, 16, shuffle=True, seed=seed, augment=augment))
 
     first, again, other = epoch(aug), epoch(aug), epoch(aug, seed=4)
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
     plain = epoch(None)
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, plain))  # same order: draws come after the shuffle
+    # the same order: augmentation draws come after the shuffle's
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, plain, strict=True))
     assert all(torch.equal(b[0], x[b[1]]) for b in plain)
     assert not all(torch.equal(b[0], x[b[1]]) for b in first)
 
