@@ -39,6 +39,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     _quiet_lightning()
     check_config(cfg)
+    if threads := distributed.cpu_threads(cfg):
+        torch.set_num_threads(threads)
     distributed.launch(cfg)  # DDP: start the other ranks, which run this function too (see distributed.py)
     out = Path(cfg.paths.output_dir)
 
@@ -85,6 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "metrics": final["metrics"],
             "seconds": {**final["seconds"], "total": time.perf_counter() - started},
             "stages": final["stages"],
+            "threads": torch.get_num_threads(),  # CPU threads of this process (the `threads` option)
             "tuning": cfg.get("tuning"),  # "gold-tuned": hyperparameters chosen against gold (hparams_search)
             "sizes": {s: len(ids) for s, ids in ctx.data.ids.items()},
             **({"requests": [_request_record(r) for r in served]} if n > 1 else {}),

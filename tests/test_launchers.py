@@ -64,3 +64,39 @@ def test_joblib_sweep_of_four_jobs_shares_one_original_and_one_gold(tmp_path):
     for r in results[1:]:  # every job evaluated the very same original and gold
         assert all(r["metrics"][f"{m}/{k}"] == reference[f"{m}/{k}"] for m in ("original", "gold")
                    for k in ("forget_acc", "retain_acc", "test_acc"))
+
+
+@pytest.mark.parametrize("overrides, env, expected", [
+    ([], {}, None),                                                     # one process: torch's default
+    (["trainer=ddp_cpu"], {}, 4),                                       # 2 ranks on 8 cores
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], {}, 2),      # 4 jobs side by side
+    (["hydra/launcher=joblib"], {}, 1),                                 # n_jobs=-1: a job per core
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=-3"], {}, 1),     # 6 jobs on 8 cores
+    (["trainer=ddp_cpu", "threads=3"], {}, 3),                          # the user's choice
+    (["trainer=ddp_cpu"], {"OMP_NUM_THREADS": "2"}, None),              # the user's environment
+])
+def test_cpu_threads_share_the_cores_among_processes_started_together(monkeypatch, overrides, env, expected):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = hydra_cfg(*overrides)
+    HydraConfig.instance().set_config(cfg)
+    assert distributed.cpu_threads(cfg) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "true"])
+def test_bad_threads_name_the_option(value):
+    with pytest.raises(ConfigError, match="threads=.* is not allowed: it must be a positive integer, or null"):
+        distributed.cpu_threads(hydra_cfg(f"threads={value}"))
+
+
+def test_a_run_uses_and_records_its_thread_count(run_pipeline):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        res = run_pipeline("threads=1", "unlearner=none", "callbacks.forget_retain=null", shared_cache=True)
+        assert torch.get_num_threads() == 1 and res["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
