@@ -87,3 +87,17 @@ def test_ddp_multirun_runs_each_job_once_and_matches_one_process(tmp_path, run_p
     assert len(compared) > 40
     for key in compared:
         assert math.isclose(ddp[key], single[key], rel_tol=1e-4, abs_tol=1e-4), (key, ddp[key], single[key])
+
+
+@pytest.mark.slow
+def test_ddp_serves_sequential_requests_on_both_ranks(tmp_path):
+    """Ranks stay in the process group between requests: the next request's gold and unlearning need both."""
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), "trainer=ddp_cpu", *SMALL[:-1], "forget=sequential",
+                          "forget.requests=[{kind:class,classes:[3]},{kind:class,classes:[5]}]",
+                          "unlearner=random_label", "callbacks.forget_retain=null", "hydra.run.dir=run"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [r["metrics"]["gold/forget_acc"] for r in res["requests"]] == [0.0, 0.0]
+    rank1 = (tmp_path / "run" / "train_rank1.log").read_text()
+    assert rank1.count("gold     trained on retain") == 2 and rank1.count("unlearn  RandomLabel") == 2
