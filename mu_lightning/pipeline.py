@@ -73,8 +73,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         request = serve(cfg, data.request(k), cache, original, start, label, last=k == n - 1)
         if request is None:  # DDP rank > 0 with nothing left to train (distributed.py)
             return {}
-        served.append(request)
         start = request["ctx"].models["unlearn"]
+        served.append(request if k == n - 1 else _request_record(request))  # earlier ones: numbers only
     final = served[-1]
     if not distributed.is_main():  # DDP rank > 0: it joined the evaluation's fits; rank 0 writes
         logger_factories.close(final["loggers"], ok=True)
