@@ -7,12 +7,19 @@ from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.profilers import PassThroughProfiler
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from mu_lightning.data.batches import Chunks
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+# What Lightning's step path calls around ``backward`` and ``optimizer.step`` besides torch itself
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
 class Stage(L.LightningModule):
@@ -20,7 +27,15 @@ class Stage(L.LightningModule):
 
     Manual optimization keeps a step to one ``zero_grad/backward/clip/step`` with no per-step logging: on small
     models Lightning's per-step machinery costs more than the step itself (PITFALLS.md). The running loss is summed
-    on the device and logged once per epoch as ``train_loss``.
+    on the host (the guard reads every loss anyway) and logged once per epoch as ``train_loss``.
+
+    Direct step: ``LightningOptimizer.step`` and ``manual_backward`` take each step through the strategy and the
+    precision plugin: six hook dispatches, a profiler action and a closure, about a fifth of a digits-MLP step. When
+    all of that can only be a no-op (one device, 32-bit precision, no profiler, none of ``STEP_HOOKS`` overridden
+    below Stage or in a callback), the stage makes torch's calls itself, runs its own ``on_before_optimizer_step``
+    (the clipping) and counts the step where Lightning does, so ``trainer.global_step`` is unchanged. DDP, AMP's
+    grad scaler or a hook that reads the gradients (SalUn's mask) take Lightning's path: the same torch calls in the
+    same order, hence the same numbers.
 
     Divergence guard: a non-finite loss stops the stage instead of crashing a sweep; ``diverged_step`` records the
     optimizer step, and the weights are rolled back to those of the last step whose loss was finite.
@@ -44,7 +59,8 @@ class Stage(L.LightningModule):
         # Per-step bookkeeping lives in one plain dict: assigning attributes of an nn.Module runs Module.__setattr__,
         # whose type checks cost more than a tiny model's step.
         self._tally = {"steps": 0, "epoch_steps": 0, "epoch_loss": 0.0, "diverged_step": None}
-        self._snapshot: list[tuple[torch.Tensor, torch.Tensor]] = []  # (copy, live tensor) pairs
+        self._snapshot: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # (copies, live tensors)
+        self._direct = None  # (optimizer, step progress) while a fit takes the direct step, see the class doc
 
     # Optimizer steps per Lightning batch (see data.batches.Chunks): the same steps on the same batches in the same
     # order whatever its value; larger values pay Lightning's per-batch cost less often, callbacks see fewer batches.
@@ -84,16 +100,43 @@ class Stage(L.LightningModule):
             self._diverge()
             return
         self._remember_weights()
-        optimizer = self.optimizers()
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
-        optimizer.step()
+        if self._direct is None:
+            optimizer = self.optimizers()
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()  # runs on_before_optimizer_step, hence the clipping, after AMP's unscale
+        else:
+            optimizer, progress = self._direct
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.on_before_optimizer_step(optimizer)
+            optimizer.step()
+            progress.increment_ready()
+            progress.increment_completed()
         tally = self._tally
         tally["steps"] += 1
         tally["epoch_steps"] += 1
         tally["epoch_loss"] += value
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Clipping here rather than right after backward: AMP's scaler unscales the gradients just before this hook.
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def on_train_start(self) -> None:
+        # torch's optimizer, and the progress whose completed count is ``trainer.global_step`` under manual optimization
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        self._direct = (self.optimizers().optimizer, progress) if self._step_hooks_are_no_ops() else None
+
+    def _step_hooks_are_no_ops(self) -> bool:
+        trainer = self.trainer
+        return (type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
+                and type(trainer.profiler) is PassThroughProfiler
+                and not any(is_overridden(h, self, Stage) for h in (*STEP_HOOKS, "backward"))
+                and not any(is_overridden(h, c, Callback) for h in STEP_HOOKS for c in trainer.callbacks))
+
+    def on_train_end(self) -> None:
+        self._direct = None
 
     def _remember_weights(self) -> None:
         """Copy the weights whose loss was just found finite, in place: the rollback point of the guard.
@@ -103,17 +146,19 @@ class Stage(L.LightningModule):
         finite yet be so large that logits overflow on other inputs.
         """
         with torch.no_grad():
-            if not self._snapshot:
-                self._snapshot = [(v.detach().clone(), v) for v in self.model.state_dict(keep_vars=True).values()]
+            if self._snapshot is None:
+                live = list(self.model.state_dict(keep_vars=True).values())
+                self._snapshot = ([v.detach().clone() for v in live], live)
             else:
-                torch._foreach_copy_([c for c, _ in self._snapshot], [v for _, v in self._snapshot])
+                torch._foreach_copy_(*self._snapshot)
 
     def _diverge(self) -> None:
         self._tally["diverged_step"] = self._tally["steps"]
         self.trainer.should_stop = True
-        with torch.no_grad():
-            for copy, live in self._snapshot:
-                live.copy_(copy)
+        if self._snapshot is not None:
+            copies, live = self._snapshot
+            with torch.no_grad():
+                torch._foreach_copy_(live, copies)
 
     def on_train_epoch_start(self) -> None:
         self._tally.update(epoch_steps=0, epoch_loss=0.0)
