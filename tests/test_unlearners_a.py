@@ -133,6 +133,24 @@ def test_salun_moves_only_the_masked_weights():
     assert moved[mask == 1].float().mean() > 0.9
 
 
+@pytest.mark.parametrize("soft", [False, True])
+def test_salun_works_per_step_whatever_the_chunk(soft):
+    """The mask's pull-back and SalUn-soft's schedule act after every optimizer step, also when a Lightning batch is a
+    chunk of 8 steps (no trajectory callback), so both give the weights of one step per batch."""
+    from mu_lightning.data.forget import random_sample
+
+    weights = []
+    for steps_per_batch in (1, 8):
+        torch.manual_seed(0)
+        model = MLP([1, 8, 8], 10, hidden=[16])
+        method = SalUn(model, mask_ratio=0.25, soft=soft, epochs=2, batch_size=32,
+                       optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=5e-4))
+        method.steps_per_batch = steps_per_batch
+        _unlearn_directly(method, random_sample)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
 def test_boundary_expand_keeps_the_head_width():
     from mu_lightning.data.forget import by_class
     from mu_lightning.unlearners import BoundaryExpand

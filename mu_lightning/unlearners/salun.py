@@ -48,8 +48,17 @@ class SalUn(RandomLabel):
         for p, m in zip(self.model.parameters(), self.masks, strict=True):
             p.grad.mul_(m.to(p.device))
 
+    def loader(self, data, seed):
+        batches = super().loader(data, seed)
+        self.total_steps = self.epochs * len(batches)  # T of the soft schedule
+        return batches
+
+    def train_step(self, batch):
+        super().train_step(batch)
+        self.after_step()  # after every optimizer step, not every Lightning batch (a chunk of steps: Stage.chunks)
+
     @torch.no_grad()
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def after_step(self):
         params, originals = list(self.model.parameters()), list(self.teacher.parameters())
         if self.soft:
             return self.soft_threshold(params, originals)
@@ -61,8 +70,7 @@ class SalUn(RandomLabel):
                 state[p]["momentum_buffer"].mul_(m)
 
     def soft_threshold(self, params, originals):
-        total = self.epochs * self.trainer.num_training_batches
-        k = int(self.mask_ratio * (1 - self.steps_taken / total) * sum(p.numel() for p in params))
+        k = int(self.mask_ratio * (1 - self.steps_taken / self.total_steps) * sum(p.numel() for p in params))
         if k < 1:
             return
         diffs = [p - p0 for p, p0 in zip(params, originals, strict=True)]
