@@ -72,3 +72,36 @@ def test_bad_metric_config_names_the_option(override, option):
     cfg = OmegaConf.merge({"tier": "fast", "seeds": 4, "ain": {"alpha": 0.05}, "rmia": {"a": 0.3}}, override)
     with pytest.raises(ConfigError, match=option.replace(".", r"\.").replace("'", "'?")):
         check_config(cfg)
+
+
+def test_a_sweep_evaluates_the_same_original_and_gold_once_per_process(run_pipeline, monkeypatch):
+    """Jobs that differ only in the unlearner share M and M_g: their metrics are computed once, with the same
+    numbers as computing them afresh; another forget set or metric config computes them again."""
+    import sys
+
+    from mu_lightning.metrics import mia
+
+    evaluate_module = sys.modules["mu_lightning.metrics.evaluate"]  # the package's `evaluate` is the function
+    monkeypatch.setattr(evaluate_module, "_SEEN", {})
+    calls = []
+    real = mia.mia_efficacy
+    monkeypatch.setattr(mia, "mia_efficacy", lambda *a: calls.append(1) or real(*a))
+    run = lambda *o: run_pipeline("callbacks.forget_retain=null", *o, shared_cache=True)  # noqa: E731
+
+    first = run("unlearner=finetune")
+    assert len(calls) == 3  # original, gold, unlearned
+    second = run("unlearner=gradient_ascent")
+    assert len(calls) == 4  # only the new unlearned model
+    shared = [k for k in second["metrics"] if k.startswith(("original/", "gold/")) and "seconds" not in k]
+    assert len(shared) > 20 and all(second["metrics"][k] == first["metrics"][k] for k in shared)
+
+    monkeypatch.setattr(evaluate_module, "_SEEN", {})
+    afresh = run("unlearner=gradient_ascent")
+    assert len(calls) == 7
+    assert {k: v for k, v in afresh["metrics"].items() if "seconds" not in k and "speedup" not in k} == {
+        k: v for k, v in second["metrics"].items() if "seconds" not in k and "speedup" not in k}
+
+    run("unlearner=gradient_ascent", "forget.seed=1")  # another D_f: another gold, other splits for M
+    assert len(calls) == 10
+    run("unlearner=gradient_ascent", "metric.mia_seed=1")
+    assert len(calls) == 13

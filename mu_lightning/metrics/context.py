@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from mu_lightning.data import UnlearningDataModule
@@ -37,12 +39,27 @@ class EvalContext:
     unlearned: Callable[[int], nn.Module]
     fresh_model: Callable[[int], nn.Module]
     _logits: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
+    _identity: dict[str, Any] = field(default_factory=dict)
 
     def logits(self, model: str, split: str) -> torch.Tensor:
         """Eval-mode logits of ``models[model]`` on ``split``, computed on first use."""
         if (model, split) not in self._logits:
             self._logits[model, split] = logits_of(self.models[model], self.data.tensors(split)[0])
         return self._logits[model, split]
+
+    def identity(self, *models: str) -> tuple:
+        """Everything a metric of ``models`` depends on: their weights, the evaluated samples and the metric config.
+
+        Two runs of a sweep that evaluate the same M or M_g on the same splits get the same identity, whatever else
+        differs (``metrics.evaluate`` keeps such metrics per process under it)."""
+        ident = self._identity
+        if "data" not in ident:
+            ident["data"] = tuple(self.data.fingerprint(s) for s in ("forget", "retain", "test", "val"))
+            ident["cfg"] = repr(OmegaConf.to_container(self.cfg) if OmegaConf.is_config(self.cfg) else self.cfg)
+        for m in models:
+            if m not in ident:
+                ident[m] = _weights_digest(self.models[m])
+        return (ident["data"], ident["cfg"], *(ident[m] for m in models))
 
     def add_model(self, name: str, model: nn.Module) -> str:
         """Register an extra model (another gold seed, a random-init teacher) so its logits are memoised and saved."""
@@ -59,3 +76,11 @@ class EvalContext:
         for (model, split), z in self._logits.items():
             out.setdefault(model, {})[split] = z
         return out
+
+
+def _weights_digest(model: nn.Module) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for name, t in model.state_dict().items():
+        digest.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

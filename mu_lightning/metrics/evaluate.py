@@ -63,13 +63,30 @@ def attacks(ctx: EvalContext, m: str) -> dict[str, float]:
 def summary(ctx: EvalContext, m: str, memo: dict[str, dict[str, float]]) -> dict[str, float]:
     """Accuracies on D_f, D_r, D_test and the cheap MIAs of model ``m``, computed once per model into ``memo``."""
     if m not in memo:
-        acc = {f"{s}_acc": accuracy(ctx.logits(m, s), ctx.labels(s)) for s in ("forget", "retain", "test")}
-        memo[m] = {**acc, **attacks(ctx, m)}
+        memo[m] = _seen(("summary", *ctx.identity(m)), lambda: {
+            **{f"{s}_acc": accuracy(ctx.logits(m, s), ctx.labels(s)) for s in ("forget", "retain", "test")},
+            **attacks(ctx, m)})
     return memo[m]
 
 
 def relative(ctx: EvalContext, m: str, ref: str, memo: dict[str, dict[str, float]]) -> dict[str, float]:
     """Gold-relative metrics of model ``m`` against reference gold ``ref`` (§4.1–4.7): closer to gold is better."""
+    return _seen(("relative", *ctx.identity(m, ref)), lambda: _relative(ctx, m, ref, memo))
+
+
+# The jobs of a sweep evaluate the same M and M_g again and again (only the unlearner differs), and their MIAs'
+# SVC and regression fits cost more than the forward passes. A model's metrics are a function of ctx.identity (its
+# weights, the samples, the metric config), so each is computed once per process under exactly that key.
+_SEEN: dict[tuple, dict[str, float]] = {}
+
+
+def _seen(key: tuple, compute) -> dict[str, float]:
+    if key not in _SEEN:
+        _SEEN[key] = compute()
+    return dict(_SEEN[key])
+
+
+def _relative(ctx: EvalContext, m: str, ref: str, memo: dict[str, dict[str, float]]) -> dict[str, float]:
     bs = ctx.cfg.batch_size
     out: dict[str, float] = {}
     for s in ("forget", "test"):
