@@ -58,9 +58,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _write_ids(out / "forget_ids.txt", torch.cat(data.requests).sort().values)
         for k, ids in enumerate(data.requests if n > 1 else ()):
             _write_ids(out / f"forget_ids_{k + 1}.txt", ids)
-    log.info("forget request%s: %s of %d training samples (%s); ids in forget_ids*.txt", "s" if n > 1 else "",
+    log.info("forget request%s: %s of %d training samples (%s); ids in forget_ids%s.txt", "s" if n > 1 else "",
              " then ".join(str(len(ids)) for ids in data.requests), len(data.ids["train"]),
-             cfg.forget._target_.rsplit(".", 1)[-1])
+             cfg.forget._target_.rsplit(".", 1)[-1], "*" if n > 1 else "")
 
     # 2. original M on D, looked up in the stage cache first
     original = trained_model(cfg, data, cache, "original", cfg.seed)
