@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from mu_lightning.errors import ConfigError
+from mu_lightning.files import atomic_write, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +33,13 @@ def cache_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class StageCache:
     """Get-or-train for one directory of entries; ``enabled=False`` always trains and stores nothing."""
 
     def __init__(self, root: str | os.PathLike, enabled: bool = True):
         self.root, self.enabled = Path(root), enabled
-        if enabled:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=self.root):
-                    pass
-            except OSError as err:
-                raise ConfigError(f"paths.cache_dir={self.root} is not writable ({err.strerror}); choose another "
-                                  "directory or run with cache=false") from None
+        if enabled:  # writable: checks.check_data has checked it
+            self.root.mkdir(parents=True, exist_ok=True)
 
     def paths(self, stage: str, key: str) -> tuple[Path, Path]:
         return self.root / f"{stage}-{key}.pt", self.root / f"{stage}-{key}.json"
@@ -84,7 +56,7 @@ class StageCache:
                 problem = "its weights file is missing"
             elif weights.stat().st_size != info["size"]:
                 problem = f"size {weights.stat().st_size} != recorded {info['size']}"
-            elif _sha256(weights) != info["sha256"]:
+            elif file_digest(weights) != info["sha256"]:
                 problem = "its SHA-256 does not match the recorded one"
             if problem is None:
                 return torch.load(weights, map_location="cpu", weights_only=True), info["meta"]
@@ -98,7 +70,8 @@ class StageCache:
     def store(self, stage: str, key: str, state: StateDict, meta: dict) -> None:
         weights, record = self.paths(stage, key)
         atomic_write(weights, lambda f: torch.save(state, f))
-        info = {"stage": stage, "key": key, "size": weights.stat().st_size, "sha256": _sha256(weights), "meta": meta}
+        info = {"stage": stage, "key": key, "size": weights.stat().st_size, "sha256": file_digest(weights),
+                "meta": meta}
         atomic_write(record, lambda f: f.write(json.dumps(info, indent=1).encode()))
 
     def get_or_train(self, stage: str, key: str, train: Callable[[], tuple[StateDict, dict]]

@@ -1,10 +1,13 @@
-"""Checks that run before any training: a bad config or input fails early, with a message that names the option,
-the bad value and what is allowed (ARCHITECTURE.md, "Errors are early and specific")."""
+"""Every check that runs before any training, called from here: a bad config or input fails early, with a message
+that names the option, the bad value and what is allowed.
+
+The pipeline calls ``check_config`` first (the config alone: targets, recipe numbers, metric tier, objective,
+threads, DDP strategy, run directory), then builds the data (forget selectors and the datamodule check their own
+arguments as they are made) and calls ``check_data`` (data, forget requests, unlearner and model agree; the stage
+cache's directory). A check that belongs to another module lives there and is called from here.
+"""
 
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -12,30 +15,29 @@ from omegaconf import DictConfig, ListConfig
 
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.forget import by_class
+from mu_lightning.distributed import check_strategy
 from mu_lightning.errors import ConfigError
+from mu_lightning.files import check_writable
+from mu_lightning.hpo import check_objective
 from mu_lightning.metrics import check_config as check_metric_config
-from mu_lightning.stages import Unlearner
+from mu_lightning.threads import check_threads
+from mu_lightning.targets import check_targets
+from mu_lightning.unlearners import Unlearner
 
-# Hydra's `_target_` may only name the project's classes and the library classes its configs use: nothing from a
-# config file or the command line is run as arbitrary code.
-ALLOWED_TARGETS = ("mu_lightning.", "torch.optim.", "torch.nn.", "lightning.pytorch.callbacks.",
-                   "lightning.pytorch.loggers.")
 POSITIVE = {"lr", "batch_size"}
 NON_NEGATIVE = {"epochs", "weight_decay", "momentum", "grad_clip"}
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Targets, recipe numbers and the run directory, before any data is loaded."""
+    """The config alone, before any rank starts or any data is loaded: targets, recipe numbers, the metric tier, the
+    sweep objective, ``threads``, the DDP strategy and the run directory."""
+    check_targets(cfg)  # what each _target_ resolves to, and no switched-off safety (targets.py)
     _check_node(cfg, "")
     check_metric_config(cfg.metric)
-    out = Path(cfg.paths.output_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ConfigError(f"paths.output_dir={out} is not writable ({err.strerror}); choose another run "
-                          "directory with hydra.run.dir=...") from None
+    check_objective(cfg)
+    check_threads(cfg)
+    check_strategy(cfg)
+    check_writable(cfg.paths.output_dir, "paths.output_dir", "choose another run directory with hydra.run.dir=...")
 
 
 def _check_node(node, path: str) -> None:
@@ -43,10 +45,7 @@ def _check_node(node, path: str) -> None:
         for key in node.keys():
             where = f"{path}.{key}" if path else str(key)
             value = node._get_node(key)._value()
-            if key == "_target_":
-                if not isinstance(value, str) or not value.startswith(ALLOWED_TARGETS):
-                    raise ConfigError(f"{where}={value!r} is not allowed: targets must be in {list(ALLOWED_TARGETS)}")
-            elif key in POSITIVE and isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
+            if key in POSITIVE and isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
                 raise ConfigError(f"{where}={value} must be > 0")
             elif key in NON_NEGATIVE and isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ConfigError(f"{where}={value} must be >= 0")
@@ -58,7 +57,16 @@ def _check_node(node, path: str) -> None:
 
 
 def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
-    """The dataset config, the loaded data, the forget request and the model agree."""
+    """The dataset config, the loaded data, the forget requests, the unlearner and the model agree; the stage cache
+    (``cache=true``) can write its directory."""
+    _check_samples(cfg, data)
+    _check_requests(cfg, data)
+    _check_model(cfg, data.samples.x)
+    if cfg.cache:
+        check_writable(cfg.paths.cache_dir, "paths.cache_dir", "choose another directory or run with cache=false")
+
+
+def _check_samples(cfg: DictConfig, data: UnlearningDataModule) -> None:
     x = data.samples.x
     if list(x.shape[1:]) != list(cfg.dataset.input_shape):
         raise ConfigError(f"dataset.input_shape={list(cfg.dataset.input_shape)} but the data's samples have shape "
@@ -66,9 +74,13 @@ def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
     if data.num_classes > cfg.dataset.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the labels go up to "
                           f"{data.num_classes - 1}")
+
+
+def _check_requests(cfg: DictConfig, data: UnlearningDataModule) -> None:
     unlearner = get_class(cfg.unlearner._target_)
     if not (isinstance(unlearner, type) and issubclass(unlearner, Unlearner)):
         raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
+    unlearner.check_options([k for k in cfg.unlearner if not str(k).startswith("_")])
     y = data.samples.y
     for k, selector in enumerate(data.selectors):
         view = data.request(k)
@@ -78,6 +90,9 @@ def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
             raise ConfigError(f"{which} removes every training sample of class(es) {lost}: the gold model could "
                               "never learn them; to forget whole classes use forget=class forget.classes=[...]")
         unlearner.check_request(view)
+
+
+def _check_model(cfg: DictConfig, x: torch.Tensor) -> None:
     model = instantiate(cfg.model)
     try:
         with torch.no_grad():

@@ -11,10 +11,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mu_lightning.errors import ConfigError
+from mu_lightning.targets import guard_command_line
 
 log = logging.getLogger("mu_lightning")
 
 
+@guard_command_line  # Hydra acts on its own settings before main runs: check them first (targets.py)
 @hydra.main(version_base="1.3", config_path="pkg://mu_lightning.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run one experiment; returns the configured ``objective`` (for a sweeper such as Optuna), or None."""
@@ -23,8 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
     ok = False
     try:
-        hpo.check_objective(cfg)
-        results = run(cfg)
+        results = run(cfg)  # None on DDP ranks > 0
         ok = True
         return hpo.objective_value(cfg, results)
     except (ConfigError, OSError) as err:

@@ -7,9 +7,9 @@ the pipeline, and left alone that goes wrong in three places:
    for a fit that cannot finish without it. Here only rank 0 looks an entry up and stores it; it broadcasts whether
    the others must train with it, and then its weights and facts, so every rank holds the same model.
 2. A multirun. The re-run command line would still hold ``-m`` and the sweep, so rank 1 would start a sweep of its
-   own (PITFALLS.md, "Hydra"). ``launch`` starts the other ranks itself with this job's overrides only, in RUN mode,
-   writing into this job's directory; ``finish`` ends the process group and clears the DDP environment variables,
-   so the next job of the sweep starts fresh ranks.
+   own (docs/design.md, "Hydra"). ``launch`` starts the other ranks itself with this job's overrides only, in RUN
+   mode, writing into this job's directory; ``finish`` ends the process group and clears the DDP environment
+   variables, so the next job of the sweep starts fresh ranks.
 3. Files and evaluation. ``results.json``, ``forget_ids.txt`` and ``logits.pt`` come from rank 0 only. After the
    unlearning stage the ranks leave the process group and rank 0 evaluates alone, except under metric tiers that
    train extra models (``full``, ``seeds``), whose fits need every rank: there all ranks evaluate, and the others
@@ -17,7 +17,9 @@ the pipeline, and left alone that goes wrong in three places:
 
 The ranks start when the run starts (not at the first ``fit``, as Lightning would start them) so that the process
 group exists for the broadcasts; each later Trainer finds ``LOCAL_RANK`` set and the group initialised, and starts
-nothing. Where a cluster starts the processes itself (SLURM ``srun``, ``torchrun``) nothing is started here.
+nothing. Where a cluster starts the processes itself (SLURM ``srun``, ``torchrun``) nothing is started here. This
+process's part (its rank, the rank processes it started) is one ``_Ranks`` object: ``launch`` starts it,
+``finish`` ends it.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch.distributed as dist
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from mu_lightning.errors import ConfigError
 
@@ -42,22 +45,67 @@ SINGLE = ("auto", "single_device", None)
 SPAWNING = ("ddp_spawn", "ddp_fork", "ddp_notebook")  # fit in fresh processes: no steps or divergence come back
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 GRACE_S = 10.0  # seconds rank 0 may take to fail by itself after another rank failed
-TIERS_THAT_TRAIN = ("full", "seeds")  # their evaluation trains extra gold / unlearned models (metrics/tiers.py)
-
-_children: list[subprocess.Popen] = []
-_rank = [0]
-_finishing = [threading.Event()]  # this launch's: set once finish() ends its ranks on purpose
+TIERS_THAT_TRAIN = ("full", "seeds")  # their evaluation trains more gold / unlearned models (metrics/full.py, seeds.py)
 
 
-def launch(cfg: DictConfig) -> None:
-    """Start this job's other ranks (if this process is the one that must) and join the process group."""
+@dataclass
+class _Ranks:
+    """This process's part in a DDP run: its global rank and the rank processes it started.
+
+    ``launch`` puts a new one in place when the ranks start and ``finish`` ends it and puts a blank one back; nothing
+    else changes it. ``rank`` outlives the process group (``join_evaluation`` may end the group early) until then.
+    """
+
+    rank: int = 0
+    children: list[subprocess.Popen] = field(default_factory=list)
+    finishing: threading.Event = field(default_factory=threading.Event)  # set once ``end`` stops the ranks on purpose
+
+    def start_children(self, env, processes: int, nodes: int, hydra) -> None:
+        """Run this job's command again for local ranks 1.., in RUN mode, into this job's directory."""
+        import __main__
+
+        os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port),
+                          NODE_RANK=str(env.node_rank()), LOCAL_RANK="0", WORLD_SIZE=str(processes * nodes))
+        spec = getattr(__main__, "__spec__", None)
+        program = ([sys.executable, "-m", spec.name] if spec is not None
+                   else [sys.executable, os.path.join(hydra.runtime.cwd, sys.argv[0])])
+        dirs = [f"--config-dir={s.path}" for s in hydra.runtime.config_sources if s.provider == "command-line"]
+        for rank in range(1, processes):
+            command = [*program, f"--config-name={hydra.job.config_name}", *dirs, *hydra.overrides.task,
+                       f'hydra.run.dir="{hydra.runtime.output_dir}"', "hydra.output_subdir=null",
+                       f"hydra.job.name={hydra.job.name}_rank{rank}"]
+            self.children.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(rank)},
+                                                  cwd=hydra.runtime.cwd))
+        threading.Thread(target=_watch, args=(list(self.children), self.finishing), daemon=True).start()
+
+    def end(self, ok: bool) -> None:
+        """End the process group; wait for the rank processes (kill them after a failure); clear what launch set."""
+        self.finishing.set()
+        if dist.is_initialized():
+            if ok:
+                dist.barrier()
+            dist.destroy_process_group()
+        for child in self.children:
+            if not ok:
+                child.kill()
+            child.wait()
+        if self.children:
+            for name in DDP_ENV:
+                os.environ.pop(name, None)
+
+
+_ranks = _Ranks()
+
+
+def check_strategy(cfg: DictConfig) -> None:
+    """``trainer.strategy`` can run the pipeline: not a spawning one; DDP only from the command line (its ranks start
+    by running it again), and never several DDP jobs side by side under joblib. Called by ``checks.check_config``."""
     strategy = cfg.trainer.get("strategy", "auto")
     if strategy in SPAWNING:
         raise ConfigError(f"trainer.strategy={strategy} is not supported: its ranks run in fresh processes that return "
                           "no steps or divergence to the pipeline; use trainer=ddp (GPUs) or trainer=ddp_cpu")
     if strategy in SINGLE or dist.is_initialized():
         return
-    import lightning as L
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
@@ -67,66 +115,34 @@ def launch(cfg: DictConfig) -> None:
     if "joblib" in str(hydra.launcher.get("_target_", "")):
         raise ConfigError(f"trainer.strategy={strategy} with hydra/launcher=joblib would run several DDP jobs on the "
                           "same devices at once: sweep DDP jobs with the basic launcher (one after another) or SLURM")
+
+
+def launch(cfg: DictConfig) -> None:
+    """Start this job's other ranks (if this process is the one that must) and join the process group; the config
+    has passed ``check_strategy``."""
+    global _ranks
+    strategy = cfg.trainer.get("strategy", "auto")
+    if strategy in SINGLE or dist.is_initialized():
+        return
+    import lightning as L
+    from hydra.core.hydra_config import HydraConfig
+
     fabric = L.Fabric(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices,
                       num_nodes=cfg.trainer.get("num_nodes", 1), strategy=strategy)
     env = fabric.strategy.cluster_environment
+    _ranks = _Ranks()
     if not env.creates_processes_externally:
-        _start_ranks(env, fabric.strategy.num_processes, fabric.strategy.num_nodes, hydra)
+        _ranks.start_children(env, fabric.strategy.num_processes, fabric.strategy.num_nodes, HydraConfig.get())
     fabric.launch()
-    _rank[0] = dist.get_rank()
+    _ranks.rank = dist.get_rank()
     log.info("rank %d of %d joined the process group (%s)", dist.get_rank(), dist.get_world_size(), strategy)
 
 
-def cpu_threads(cfg: DictConfig) -> int | None:
-    """Torch CPU threads for this process: ``threads`` if set; else this machine's cores shared among the processes
-    that run at once here (the DDP ranks a run starts, times the jobs a joblib sweep runs side by side); None keeps
-    torch's default (one process alone, or ``OMP_NUM_THREADS`` set by the user).
-
-    Sharing matters more than it seems: two processes that each run torch's default of one thread per core on the
-    same cores thrash in OpenMP's spin-waits. A digits model that trains in 0.4 s alone took 22 s beside one busy
-    process (PITFALLS.md; torchrun sets ``OMP_NUM_THREADS=1`` for the same reason).
-    """
-    threads = cfg.get("threads")
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads={threads!r} is not allowed: it must be a positive integer, or null to share "
-                              "this machine's cores among the processes a run or sweep starts")
-        return threads
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    cores = os.cpu_count() or 1
-    processes = 1
-    devices = cfg.trainer.get("devices", 1)
-    if cfg.trainer.get("strategy", "auto") not in SINGLE:  # one rank per device ("auto" counted as one)
-        if isinstance(devices, list | ListConfig):
-            processes = len(devices)
-        elif isinstance(devices, int) and devices > 0:
-            processes = devices
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized() and "joblib" in str(HydraConfig.get().launcher.get("_target_", "")):
-        n_jobs = HydraConfig.get().launcher.get("n_jobs") or 1
-        processes *= n_jobs if n_jobs > 0 else max(cores + 1 + n_jobs, 1)  # joblib: -1 is every core, -2 all but one
-    return max(cores // processes, 1) if processes > 1 else None
-
-
-def _start_ranks(env, processes: int, nodes: int, hydra) -> None:
-    """Run this job's command again for local ranks 1.., in RUN mode, into this job's directory."""
-    import __main__
-
-    os.environ.update(MASTER_ADDR=env.main_address, MASTER_PORT=str(env.main_port), NODE_RANK=str(env.node_rank()),
-                      LOCAL_RANK="0", WORLD_SIZE=str(processes * nodes))
-    spec = getattr(__main__, "__spec__", None)
-    program = ([sys.executable, "-m", spec.name] if spec is not None
-               else [sys.executable, os.path.join(hydra.runtime.cwd, sys.argv[0])])
-    dirs = [f"--config-dir={s.path}" for s in hydra.runtime.config_sources if s.provider == "command-line"]
-    for rank in range(1, processes):
-        command = [*program, f"--config-name={hydra.job.config_name}", *dirs, *hydra.overrides.task,
-                   f'hydra.run.dir="{hydra.runtime.output_dir}"', "hydra.output_subdir=null",
-                   f"hydra.job.name={hydra.job.name}_rank{rank}"]
-        _children.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(rank)}, cwd=hydra.runtime.cwd))
-    _finishing[0] = threading.Event()
-    threading.Thread(target=_watch, args=(list(_children), _finishing[0]), daemon=True).start()
+def finish(ok: bool = True) -> None:
+    """End the process group after a run; clear the DDP variables this process set so the next job starts afresh."""
+    global _ranks
+    _ranks.end(ok)
+    _ranks = _Ranks()
 
 
 def _watch(children: list[subprocess.Popen], finishing: threading.Event) -> None:
@@ -142,7 +158,7 @@ def _watch(children: list[subprocess.Popen], finishing: threading.Event) -> None
 
 def rank() -> int:
     """This process's global rank; kept after the group ends early (``join_evaluation``) until ``finish``."""
-    return dist.get_rank() if dist.is_initialized() else _rank[0]
+    return dist.get_rank() if dist.is_initialized() else _ranks.rank
 
 
 def is_main() -> bool:
@@ -197,21 +213,3 @@ def _broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def finish(ok: bool = True) -> None:
-    """End the process group after a run; clear the DDP variables this process set so the next job starts afresh."""
-    _finishing[0].set()
-    _rank[0] = 0
-    if dist.is_initialized():
-        if ok:
-            dist.barrier()
-        dist.destroy_process_group()
-    for child in _children:
-        if not ok:
-            child.kill()
-        child.wait()
-    if _children:
-        for name in DDP_ENV:
-            os.environ.pop(name, None)
-        _children.clear()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +51,8 @@ def wandb_logger(stage: str, save_dir: str, project: str, run_name: str, group: 
 
     ``group`` defaults to the last two parts of the run directory (``<date>/<time>`` for a run, ``<time>/<job>`` for
     a sweep job), which is unique per job and the same for all its stages. ``config`` is stored resolved, as plain
-    values. Online mode with an API key and no network makes the client wait ~100 s (PITFALLS.md); here init is
-    bounded by ``init_timeout`` and falls back to offline with a warning, so a run never hangs on the network.
+    values. Online mode with an API key and no network makes the client wait ~100 s (docs/design.md, "W&B"); here
+    init is bounded by ``init_timeout`` and falls back to offline with a warning, so a run never hangs on the network.
     ``log_checkpoints`` is acted on at the end of the run, by ``log_results`` (see ``checkpoint_artifact``).
     """
     import wandb
@@ -76,6 +78,17 @@ def wandb_logger(stage: str, save_dir: str, project: str, run_name: str, group: 
             log.warning("W&B online init failed (%s); logging offline instead (sync later with `wandb sync`)", err)
             logger = make("offline")
     return logger
+
+
+@contextmanager
+def opened(loggers: list[Logger]) -> Iterator[list[Logger]]:
+    """``loggers`` for the length of a ``with`` block: closed as failed when the block raises, else as done."""
+    try:
+        yield loggers
+    except BaseException:
+        close(loggers, ok=False)
+        raise
+    close(loggers, ok=True)
 
 
 def close(loggers: list[Logger], ok: bool) -> None:

@@ -95,8 +95,8 @@ def summarize(runs: list[Path], notes: list[str] = ()) -> Summary:
 
 def best(summary: Summary) -> dict[str, set[int]]:
     """Indices of the best unlearner row per column and setting. Accuracies and MIA efficacy are judged by their
-    distance to the setting's gold mean (EVALUATION.md: closeness to retraining, not "higher is better"), gaps and
-    times by the lowest value, speed-up by the highest; a column with neither rule nor gold value is not marked."""
+    distance to the setting's gold mean (docs/metrics.md §4: closeness to retraining, not "higher is better"), gaps
+    and times by the lowest value, speed-up by the highest; a column with neither rule nor gold value is not marked."""
     marks: dict[str, set[int]] = defaultdict(set)
     for col in summary.columns:
         groups: dict[tuple, list[int]] = defaultdict(list)

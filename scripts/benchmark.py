@@ -29,18 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 def overhead(repeats: int) -> list[dict]:
     """Section 1: the ClassifierModule stage (Trainer built from conf/trainer/cpu.yaml) against a plain loop."""
-    import lightning as L
     import torch
-    import torch.nn.functional as F
     from omegaconf import OmegaConf
 
-    from mu_lightning.data.batches import TensorBatches
     from mu_lightning.data.sources import digits, synthetic
     from mu_lightning.models import CNN, MLP
-    from mu_lightning.pipeline import _quiet_lightning
-    from mu_lightning.stages import ClassifierModule
+    from mu_lightning.pipeline import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     warnings.filterwarnings("ignore")
     trainer_kwargs = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/trainer/cpu.yaml"))
     trainer_kwargs["enable_progress_bar"] = False  # as the pipeline runs when no terminal watches (logs, sweeps)
@@ -50,28 +46,8 @@ def overhead(repeats: int) -> list[dict]:
         ("28×28 CNN", partial(CNN, [1, 28, 28], 10), s.x, s.y, 4, 1.05),
     ]
     sgd = partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=5e-4)
-
-    def with_lightning(make, x, y, epochs):
-        L.seed_everything(0, verbose=False)
-        t0 = time.perf_counter()
-        module = ClassifierModule(make(), epochs=epochs, batch_size=64, optimizer=sgd)
-        L.Trainer(**trainer_kwargs, max_epochs=epochs, logger=False).fit(
-            module, train_dataloaders=module.chunks(TensorBatches(x, y, 64, shuffle=True, seed=0)))
-        return time.perf_counter() - t0
-
-    def plain(make, x, y, epochs):
-        L.seed_everything(0, verbose=False)
-        t0 = time.perf_counter()
-        model = make()
-        opt = sgd(model.parameters())
-        batches = TensorBatches(x, y, 64, shuffle=True, seed=0)
-        for _ in range(epochs):
-            for xb, yb in batches:
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(xb), yb).backward()
-                opt.step()
-        return time.perf_counter() - t0
-
+    with_lightning = partial(_fit_with_lightning, trainer_kwargs, sgd)
+    plain = partial(_fit_plain, sgd)
     rows = []
     for name, make, x, y, epochs, target in cases:
         with_lightning(make, x, y, 1), plain(make, x, y, 1)  # warm-up: lazy imports, allocator
@@ -83,6 +59,41 @@ def overhead(repeats: int) -> list[dict]:
                      "detail": {"lightning_s": statistics.median(a for a, _ in pairs),
                                 "plain_s": statistics.median(b for _, b in pairs), "pairs": pairs}})
     return rows
+
+
+def _fit_with_lightning(trainer_kwargs: dict, sgd, make, x, y, epochs: int) -> float:
+    """Seconds to train ``make()`` on ``(x, y)`` as a ClassifierModule stage, batches of 64."""
+    import lightning as L
+
+    from mu_lightning.data.batches import TensorBatches
+    from mu_lightning.stages import ClassifierModule
+
+    L.seed_everything(0, verbose=False)
+    t0 = time.perf_counter()
+    module = ClassifierModule(make(), epochs=epochs, batch_size=64, optimizer=sgd)
+    L.Trainer(**trainer_kwargs, max_epochs=epochs, logger=False).fit(
+        module, train_dataloaders=module.chunks(TensorBatches(x, y, 64, shuffle=True, seed=0)))
+    return time.perf_counter() - t0
+
+
+def _fit_plain(sgd, make, x, y, epochs: int) -> float:
+    """Seconds to train ``make()`` on ``(x, y)`` with a plain PyTorch loop over the same batches."""
+    import lightning as L
+    import torch.nn.functional as F
+
+    from mu_lightning.data.batches import TensorBatches
+
+    L.seed_everything(0, verbose=False)
+    t0 = time.perf_counter()
+    model = make()
+    opt = sgd(model.parameters())
+    batches = TensorBatches(x, y, 64, shuffle=True, seed=0)
+    for _ in range(epochs):
+        for xb, yb in batches:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    return time.perf_counter() - t0
 
 
 def train(*args: str, cwd: Path = ROOT) -> tuple[float, subprocess.CompletedProcess]:

@@ -1,4 +1,5 @@
-"""Every bad input of README's "Bad inputs" table: a specific message, raised before training, nothing written."""
+"""Every bad input of the table in docs/errors.md, "Bad inputs": a specific message, raised before training, nothing
+written."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from mu_lightning.errors import ConfigError
 from mu_lightning.pipeline import run
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 CASES = {
     "fraction_zero": (["forget.fraction=0"], r"forget.fraction=0 is out of range: it must be > 0 and < 1"),
@@ -32,6 +33,7 @@ CASES = {
     "unknown_metric_tier": (["metric.tier=fancy"], r"metric.tier='fancy' is not a tier: use one of fast, full"),
     "too_few_gold_seeds": (["metric=full", "metric.seeds=1"], r"metric.seeds=1 is too few"),
     "unsir_on_a_random_request": (["unlearner=unsir"], r"unlearner=unsir forgets whole classes only"),
+    "unknown_unlearner_option": (["+unlearner.lrr=0.1"], r"unlearner.lrr is not an option of Finetune"),
     "unwritable_run_dir": (["paths.output_dir={tmp}/blocker/run"], r"paths.output_dir=.* is not writable"),
     "unwritable_cache_dir": (["paths.cache_dir={tmp}/blocker/cache"], r"paths.cache_dir=.* is not writable"),
 }

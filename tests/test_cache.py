@@ -66,10 +66,16 @@ def test_key_depends_on_every_field_and_nothing_else():
 
 
 def test_unwritable_cache_dir_is_a_clear_error(tmp_path):
+    """Checked before training with the other inputs (checks.check_data); cache=false never writes there."""
+    from mu_lightning.checks import check_data
+    from tests.helpers import compose_cfg, make_data
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ConfigError, match=r"paths.cache_dir=.*not writable"):
-        StageCache(blocker / "cache")
+    data = make_data(tmp_path)
+    with pytest.raises(ConfigError, match=r"paths.cache_dir=.*not writable.*or run with cache=false"):
+        check_data(compose_cfg(tmp_path, [f"paths.cache_dir={blocker / 'cache'}"], fast=False), data)
+    check_data(compose_cfg(tmp_path, [f"paths.cache_dir={blocker / 'cache'}", "cache=false"], fast=False), data)
 
 
 def test_pipeline_invalidates_only_on_determining_fields(run_pipeline):

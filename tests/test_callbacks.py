@@ -8,8 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mu_lightning.callbacks import StageMonitor
 from mu_lightning.callbacks.forget_retain import ForgetRetainCallback
 from mu_lightning.errors import ConfigError
+from mu_lightning.metrics import mia
 
 KEYS = ("unlearn/forget_acc", "unlearn/retain_acc", "unlearn/mia_loss_auc")
 
@@ -32,23 +34,41 @@ def test_every_n_steps_must_be_positive():
         ForgetRetainCallback(every_n_steps=0)
 
 
-def _module() -> SimpleNamespace:
-    """What the callback reads of an Unlearner: ``data.tensors(split)``, ``model`` and ``device``."""
+def _attached() -> tuple[ForgetRetainCallback, torch.nn.Module]:
+    """A callback attached to a datamodule stand-in (only ``tensors(split)`` is read) and the model it measures."""
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(90, 4, generator=gen), torch.randint(0, 3, (90,), generator=gen)
     split = {"forget": slice(0, 21), "retain": slice(21, 70), "test": slice(70, 90)}
-    data = SimpleNamespace(tensors=lambda s: (x[split[s]], y[split[s]]))
+    callback = ForgetRetainCallback()
+    callback.attach(SimpleNamespace(tensors=lambda s: (x[split[s]], y[split[s]])))
     torch.manual_seed(0)
-    return SimpleNamespace(data=data, model=torch.nn.Linear(4, 3), device=torch.device("cpu"))
+    return callback, torch.nn.Linear(4, 3)
 
 
 def _rank(rank: int, port: int, path: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    values = ForgetRetainCallback().measure(_module(), rank, 2)
+    callback, model = _attached()
+    values = callback.measure(model, rank, 2)
     torch.save({k: float(v) for k, v in values.items()}, f"{path}.{rank}")
     dist.destroy_process_group()
+
+
+def test_is_a_stage_monitor_with_a_step_cadence_and_the_attached_data():
+    callback, _ = _attached()
+    assert isinstance(callback, StageMonitor)
+    assert ForgetRetainCallback(every_n_steps=7).step_cadence == 7 and callback.seconds == 0.0
+    assert callback.data is not None and ForgetRetainCallback().data is None
+
+
+def test_loss_auc_is_the_evaluations_definition():
+    """The trajectory's ``mia_loss_auc`` is ``metrics.mia.loss_attack`` on the same balanced pairs as the evaluation."""
+    callback, model = _attached()
+    (xf, yf), (xt, yt) = callback.data.tensors("forget"), callback.data.tensors("test")
+    pos, neg = mia.balanced_pairs(len(yf), len(yt), callback.mia_seed)
+    roc = mia.loss_attack(model(xf)[pos].detach(), yf[pos], model(xt)[neg].detach(), yt[neg])
+    assert callback.measure(model)["mia_loss_auc"] == pytest.approx(roc["auc"])
 
 
 @pytest.mark.slow
@@ -57,7 +77,8 @@ def test_two_ranks_sync_to_the_single_process_values(tmp_path):
 
     import torch.multiprocessing as mp
 
-    alone = {k: float(v) for k, v in ForgetRetainCallback().measure(_module()).items()}
+    callback, model = _attached()
+    alone = {k: float(v) for k, v in callback.measure(model).items()}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -17,11 +17,12 @@ import torch
 from hydra.utils import instantiate
 from scipy.io import savemat
 
-from mu_lightning.data.archives import RemoteFile, locate, md5sum
+from mu_lightning.data.archives import RemoteFile, locate
 from mu_lightning.data.sources import assign_entities
 from mu_lightning.data.tensor_file import tensor_file
 from mu_lightning.errors import ConfigError
-from tests.conftest import compose_cfg
+from mu_lightning.files import file_digest
+from tests.helpers import compose_cfg
 
 RNG = np.random.default_rng(0)
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -188,7 +189,7 @@ def test_download_verifies_the_checksum(tmp_path):
     served = tmp_path / "server" / "file.bin"
     served.parent.mkdir()
     served.write_bytes(b"official bytes")
-    good = RemoteFile("file.bin", ("file:///nonexistent/file.bin", served.as_uri()), md5sum(served))
+    good = RemoteFile("file.bin", ("file:///nonexistent/file.bin", served.as_uri()), file_digest(served, "md5"))
     paths = locate("demo", tmp_path / "data", [good], download=True)  # the first URL fails, the mirror answers
     assert paths["file.bin"].read_bytes() == b"official bytes"
     bad = RemoteFile("other.bin", (served.as_uri(),), "0" * 32)
@@ -290,6 +291,6 @@ def test_download_true_fetches_the_missing_files_then_loads(tmp_path, monkeypatc
     served = tmp_path / "mirror"
     write_mnist(served)
     monkeypatch.setattr(vision, "MNIST_URLS", (served.as_uri(),))
-    monkeypatch.setitem(vision.IDX_MD5, "mnist", {f: md5sum(served / f) for f in IDX_FILES})
+    monkeypatch.setitem(vision.IDX_MD5, "mnist", {f: file_digest(served / f, "md5") for f in IDX_FILES})
     s = load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}", "dataset.download=true")
     assert len(s.y) == 40 and sorted(p.name for p in (tmp_path / "d").glob("*.gz")) == sorted(IDX_FILES)

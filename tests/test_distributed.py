@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from mu_lightning import distributed
+from mu_lightning.checks import check_config
 from mu_lightning.errors import ConfigError
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 # Even set sizes (train 432, forget 44, retain 388) and half the batch per rank: every global DDP batch is then the
@@ -32,14 +33,14 @@ def test_ddp_configs_compose(tmp_path):
 def test_spawning_strategies_are_refused(tmp_path):
     cfg = compose_cfg(tmp_path, ["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"])
     with pytest.raises(ConfigError, match="trainer.strategy=ddp_spawn is not supported.*trainer=ddp_cpu"):
-        distributed.launch(cfg)
+        distributed.check_strategy(cfg)
 
 
 def test_ddp_needs_the_command_line(tmp_path):
     """In-process there is no command to run again for rank 1: a clear error, not a second pytest."""
     cfg = compose_cfg(tmp_path, ["trainer=ddp_cpu"])
     with pytest.raises(ConfigError, match="run it as python train.py trainer=ddp"):
-        distributed.launch(cfg)
+        check_config(cfg)  # the pre-flight checks include the strategy's
 
 
 def test_one_process_keeps_cache_keys_and_cache(tmp_path):
@@ -53,6 +54,23 @@ def test_one_process_keeps_cache_keys_and_cache(tmp_path):
 
     assert distributed.get_or_train(Cache(), "gold", "k", lambda: ({}, {"steps": 1})) == ({}, {"steps": 1}, False)
     assert calls == [("gold", "k")]
+
+
+def test_rank_state_is_started_by_launch_and_ended_by_finish(monkeypatch):
+    monkeypatch.setattr(distributed, "_ranks", distributed._Ranks(rank=1))  # as launch leaves it on rank 1
+    assert distributed.rank() == 1 and not distributed.is_main()
+    distributed.finish()
+    assert distributed.rank() == 0 and distributed.is_main() and distributed._ranks.children == []
+
+
+def test_a_rank_above_0_returns_none_and_writes_nothing(monkeypatch, tmp_path, session_cache):
+    """It trains with rank 0 (here: alone, from the shared cache) and leaves evaluation and files to rank 0."""
+    from mu_lightning.pipeline import run
+
+    monkeypatch.setattr(distributed, "_ranks", distributed._Ranks(rank=1))
+    cfg = compose_cfg(tmp_path, ["unlearner=none", "callbacks.forget_retain=null", f"paths.cache_dir={session_cache}"])
+    assert run(cfg) is None
+    assert not list((tmp_path / "run").iterdir())
 
 
 @pytest.mark.slow

@@ -118,7 +118,7 @@ def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def test_full_disk_on_results_keeps_the_cache_valid(tmp_path, monkeypatch):
     from mu_lightning import pipeline
-    from tests.conftest import compose_cfg
+    from tests.helpers import compose_cfg
 
     real = pipeline.atomic_write
 

@@ -8,7 +8,7 @@ import torch
 
 from mu_lightning.data.forget import by_entity, by_subclass
 from mu_lightning.errors import ConfigError
-from tests.conftest import make_data
+from tests.helpers import make_data
 
 IDS = torch.tensor([10, 11, 12, 13, 14, 15, 16, 17])
 LABELS = torch.zeros(8, dtype=torch.int64)

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from mu_lightning import hpo
 from mu_lightning.errors import ConfigError
-from tests.conftest import compose_cfg
+from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))

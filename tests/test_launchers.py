@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from mu_lightning import distributed
+from mu_lightning import distributed, threads
 from mu_lightning.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_ddp_jobs_are_not_run_side_by_side_by_joblib(tmp_path):
         cfg.hydra.runtime.output_dir = str(tmp_path)
     HydraConfig.instance().set_config(cfg)
     with pytest.raises(ConfigError, match="trainer.strategy=ddp with hydra/launcher=joblib would run several DDP"):
-        distributed.launch(cfg)
+        distributed.check_strategy(cfg)
 
 
 @pytest.mark.slow
@@ -82,13 +82,13 @@ def test_cpu_threads_share_the_cores_among_processes_started_together(monkeypatc
         monkeypatch.setenv(key, value)
     cfg = hydra_cfg(*overrides)
     HydraConfig.instance().set_config(cfg)
-    assert distributed.cpu_threads(cfg) == expected
+    assert threads.cpu_threads(cfg) == expected
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "true"])
 def test_bad_threads_name_the_option(value):
     with pytest.raises(ConfigError, match="threads=.* is not allowed: it must be a positive integer, or null"):
-        distributed.cpu_threads(hydra_cfg(f"threads={value}"))
+        threads.check_threads(hydra_cfg(f"threads={value}"))
 
 
 def test_a_run_uses_and_records_its_thread_count(run_pipeline):

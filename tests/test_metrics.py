@@ -1,4 +1,4 @@
-"""Each metric against a value worked out by hand or by an independent formula (EVALUATION.md)."""
+"""Each metric against a value worked out by hand or by an independent formula (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from mu_lightning.metrics import accuracy, gold, mia, signals
+from mu_lightning.metrics.challenge import example_epsilon, forget_score, points, t_interval
 from mu_lightning.metrics.relearn import relearn_steps
-from mu_lightning.metrics.seeds import example_epsilon, forget_score, points, t_interval
 
 LN2 = math.log(2)
 

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.metrics import check_config
+from mu_lightning.metrics import CACHE, check_config, mia
 
 PER_MODEL = ("forget_acc", "retain_acc", "val_acc", "test_acc", "mia_efficacy", "mia_entropy_member_rate",
              "mia_loss_auc", "mia_loss_tpr_at_1fpr")
@@ -77,12 +77,7 @@ def test_bad_metric_config_names_the_option(override, option):
 def test_a_sweep_evaluates_the_same_original_and_gold_once_per_process(run_pipeline, monkeypatch):
     """Jobs that differ only in the unlearner share M and M_g: their metrics are computed once, with the same
     numbers as computing them afresh; another forget set or metric config computes them again."""
-    import sys
-
-    from mu_lightning.metrics import mia
-
-    evaluate_module = sys.modules["mu_lightning.metrics.evaluate"]  # the package's `evaluate` is the function
-    monkeypatch.setattr(evaluate_module, "_SEEN", {})
+    CACHE.clear()
     calls = []
     real = mia.mia_efficacy
     monkeypatch.setattr(mia, "mia_efficacy", lambda *a: calls.append(1) or real(*a))
@@ -95,7 +90,7 @@ def test_a_sweep_evaluates_the_same_original_and_gold_once_per_process(run_pipel
     shared = [k for k in second["metrics"] if k.startswith(("original/", "gold/")) and "seconds" not in k]
     assert len(shared) > 20 and all(second["metrics"][k] == first["metrics"][k] for k in shared)
 
-    monkeypatch.setattr(evaluate_module, "_SEEN", {})
+    CACHE.clear()
     afresh = run("unlearner=gradient_ascent")
     assert len(calls) == 7
     assert {k: v for k, v in afresh["metrics"].items() if "seconds" not in k and "speedup" not in k} == {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.conftest import make_data
+from tests.helpers import make_data
 
 
 def test_splits_disjoint_and_complete(tmp_path):

@@ -8,6 +8,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mu_lightning import report
+
 log = logging.getLogger(__name__)
 
 
@@ -16,8 +18,6 @@ class AggregateSweep(Callback):
     results stay intact (``python scripts/report.py <sweep dir>`` redoes it)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from mu_lightning import report
-
         sweep_dir = config.hydra.sweep.dir
         try:
             summary = report.write([sweep_dir], sweep_dir)

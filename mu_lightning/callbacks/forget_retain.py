@@ -5,36 +5,41 @@ from __future__ import annotations
 import time
 
 import lightning as L
-import torch
-from torchmetrics import Metric
-from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 
+from mu_lightning.callbacks.monitor import StageMonitor
 from mu_lightning.errors import ConfigError
-from mu_lightning.metrics import mia, signals
+from mu_lightning.metrics import mia
 from mu_lightning.metrics.accuracy import logits_of
 
 
-class ForgetRetainCallback(L.Callback):
+class ForgetRetainCallback(StageMonitor):
     """Logs ``unlearn/forget_acc``, ``unlearn/retain_acc`` and ``unlearn/mia_loss_auc`` during unlearning.
 
     Values are logged at step 0 (M itself), every ``every_n_steps`` optimizer steps, and at the end of the stage,
-    under the same names and definitions as the final evaluation, so a dashboard shows the forget-vs-retain
-    trade-off as it happens (the curves SCRUB, Kurmanji et al. 2023, uses to pick a stopping point). Under DDP each
-    rank evaluates its share of every split into torchmetrics ``Metric`` objects, whose ``compute`` syncs the ranks;
-    rank 0 logs. Its time is kept apart (``seconds``) and not counted as unlearning time; with no
-    logger (extra unlearning seeds of ``metric=seeds``) nothing is measured.
+    under the same names and definitions as the final evaluation (the loss AUC is ``metrics.mia.loss_attack``, as
+    there), so a dashboard shows the forget-vs-retain trade-off as it happens (the curves SCRUB, Kurmanji et al.
+    2023, uses to pick a stopping point; docs/metrics.md §8). The splits are those of the datamodule given to
+    ``attach``. Under DDP each rank evaluates its share of every split into torchmetrics ``Metric`` objects, whose
+    ``compute`` syncs the ranks; rank 0 logs. Its time is kept apart (``seconds``) and not counted as unlearning
+    time; with no logger (extra unlearning seeds of ``metric=seeds``) nothing is measured.
 
     Args:
-        every_n_steps: optimizer steps between two evaluations (>= 1).
+        every_n_steps: optimizer steps between two evaluations (>= 1): the monitor's ``step_cadence``.
         mia_seed: the seed that balances D_test against D_f for the loss-threshold AUC (``metric.mia_seed``).
     """
 
     def __init__(self, every_n_steps: int = 25, mia_seed: int = 0):
+        super().__init__()
         if int(every_n_steps) < 1:
             raise ConfigError(f"callbacks.forget_retain.every_n_steps={every_n_steps} must be an integer >= 1")
         self.every_n_steps, self.mia_seed = int(every_n_steps), int(mia_seed)
         self._last_step = -1
-        self.seconds = 0.0  # time spent measuring; the pipeline takes it out of the unlearning time (RTE)
+
+    @property
+    def step_cadence(self) -> int:
+        return self.every_n_steps
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = -1
@@ -52,34 +57,30 @@ class ForgetRetainCallback(L.Callback):
             return
         self._last_step = trainer.global_step
         t0 = time.perf_counter()
-        values = {f"unlearn/{k}": float(v) for k, v in self.measure(pl_module, trainer.global_rank,
+        values = {f"unlearn/{k}": float(v) for k, v in self.measure(pl_module.model, trainer.global_rank,
                                                                       trainer.world_size).items()}
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(values, step=trainer.global_step)
         self.seconds += time.perf_counter() - t0
 
-    def measure(self, pl_module: L.LightningModule, rank: int = 0, world_size: int = 1) -> dict[str, torch.Tensor]:
-        """Forget and retain accuracy and the loss-threshold MIA AUC of ``pl_module.model`` on ``pl_module.data``."""
-        data, model, device = pl_module.data, pl_module.model, pl_module.device
-        out: dict[str, torch.Tensor] = {}
+    def measure(self, model: nn.Module, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+        """Forget and retain accuracy and the loss-threshold MIA AUC of ``model`` on the attached data.
+
+        Each of ``world_size`` ranks passes its share (every ``world_size``-th sample from ``rank``); the metric
+        states live on the model's device, where ``compute`` gathers the shares of every rank.
+        """
+        data, device = self.data, next(model.parameters()).device
+        out: dict[str, float] = {}
         for split in ("forget", "retain"):
             x, y = data.tensors(split)
-            x, y = x[rank::world_size], y[rank::world_size]
-            z = logits_of(model, x).to(device)
+            z = logits_of(model, x[rank::world_size]).to(device)
             metric = MulticlassAccuracy(num_classes=z.shape[1], average="micro").to(device)
-            out[f"{split}_acc"] = _synced(metric, z, y.to(device))
+            metric.update(z, y[rank::world_size].to(device))
+            out[f"{split}_acc"] = float(metric.compute())
         (xf, yf), (xt, yt) = data.tensors("forget"), data.tensors("test")
         pos, neg = mia.balanced_pairs(len(yf), len(yt), self.mia_seed)
         pos, neg = pos[rank::world_size], neg[rank::world_size]
-        scores = torch.cat([-signals.loss(logits_of(model, xf[pos]), yf[pos]),
-                            -signals.loss(logits_of(model, xt[neg]), yt[neg])]).float().to(device)
-        target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long().to(device)
-        out["mia_loss_auc"] = _synced(BinaryAUROC().to(device), scores, target)
+        roc = mia.loss_attack(logits_of(model, xf[pos]), yf[pos], logits_of(model, xt[neg]), yt[neg], device)
+        out["mia_loss_auc"] = roc["auc"]
         return out
-
-
-def _synced(metric: Metric, preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``update`` with this rank's share, then ``compute``, which gathers every rank's state first."""
-    metric.update(preds, target)
-    return metric.compute()

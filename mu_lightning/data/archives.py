@@ -8,7 +8,6 @@ so hand-made files in the official format load too.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import urllib.request
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from mu_lightning.errors import ConfigError
+from mu_lightning.files import file_digest
 
 
 @dataclass(frozen=True)
@@ -26,14 +26,6 @@ class RemoteFile:
     name: str
     urls: tuple[str, ...]
     md5: str
-
-
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def locate(dataset: str, data_dir: str | Path, files: list[RemoteFile], download: bool) -> dict[str, Path]:
@@ -65,7 +57,7 @@ def fetch(file: RemoteFile, dest: Path, timeout: float = 60.0) -> None:
         except OSError as err:
             errors.append(f"{url}: {err}")
             continue
-        got = md5sum(part)
+        got = file_digest(part, "md5")
         if got == file.md5:
             part.replace(dest)
             return

@@ -3,8 +3,8 @@
 ``conf/dataset/<name>.yaml: augment`` names an augmentation (``_target_``) or is null. It runs on the training
 batches of every stage (the original and gold models, and each unlearner's training loop), never on evaluation,
 on the statistics some unlearners compute once (importances, Fisher, per-sample gradients) or on MIA features
-(EVALUATION.md: evaluate without augmentation). Its random draws come from the batch iterator's seeded generator, so a
-run is reproducible. Its settings are part of the stage-cache key of the original and gold models.
+(docs/metrics.md §6.6: evaluate without augmentation). Its random draws come from the batch iterator's seeded
+generator, so a run is reproducible. Its settings are part of the stage-cache key of the original and gold models.
 
 Any callable ``(x, generator) -> x`` on a batch ``x`` of shape ``[B, C, H, W]`` can take its place.
 """

@@ -1,7 +1,7 @@
 """Tensor-resident batching: slices of in-memory tensors, no per-sample DataLoader collation.
 
 Lightning accepts any sized iterable as a loader; a DataLoader over a TensorDataset collates sample by sample and
-costs more than the step itself on small models (PITFALLS.md, "Start-up and overhead").
+costs more than the step itself on small models (docs/design.md, "Start-up and overhead").
 """
 
 from __future__ import annotations
@@ -87,44 +87,6 @@ class PairedBatches:
         others = {name: Cycle(b) for name, b in self.sets.items() if name != self.anchor}
         for batch in self.sets[self.anchor]:
             yield {self.anchor: batch, **{name: c.next() for name, c in others.items()}}
-
-
-class SequentialBatches:
-    """One epoch = one full pass over each named set in turn, in the order given; each step holds one set's batch.
-
-    Yields ``{name: (x, y)}`` for one name at a time: RL on CIFAR-10 runs its relabelled D_f pass, then its D_r pass,
-    within every epoch (SalUn ``RL.py``; ALGORITHMS.md §4).
-    """
-
-    def __init__(self, sets: dict[str, TensorBatches]):
-        self.sets = sets
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in self.sets.values())
-
-    def __iter__(self):
-        for name, batches in self.sets.items():
-            for batch in batches:
-                yield {name: batch}
-
-
-class PhasedBatches:
-    """Epochs made of whole passes over one set after another, e.g. SCRUB's max pass over D_f then min pass over D_r.
-
-    ``phases(epoch)`` names the sets epoch ``epoch()`` passes over, in order; each batch is ``{name: (x, y)}`` of
-    that set alone. ``len`` is the longest epoch over ``epochs``: Lightning reads it once,
-    and a shorter epoch simply ends when its iterator does.
-    """
-
-    def __init__(self, sets: dict[str, TensorBatches], phases, epochs: int, epoch):
-        self.sets, self.phases, self.epoch = sets, phases, epoch
-        self._len = max(sum(len(sets[name]) for name in phases(e)) for e in range(max(int(epochs), 1)))
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self):
-        return iter(SequentialBatches({name: self.sets[name] for name in self.phases(self.epoch())}))
 
 
 class Chunks:

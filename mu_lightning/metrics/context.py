@@ -51,7 +51,7 @@ class EvalContext:
         """Everything a metric of ``models`` depends on: their weights, the evaluated samples and the metric config.
 
         Two runs of a sweep that evaluate the same M or M_g on the same splits get the same identity, whatever else
-        differs (``metrics.evaluate`` keeps such metrics per process under it)."""
+        differs (``metrics.CACHE`` keeps such metrics per process under it)."""
         ident = self._identity
         if "data" not in ident:
             ident["data"] = tuple(self.data.fingerprint(s) for s in ("forget", "retain", "test", "val"))
@@ -65,6 +65,21 @@ class EvalContext:
         """Register an extra model (another gold seed, a random-init teacher) so its logits are memoised and saved."""
         self.models[name] = model
         return name
+
+    def other_seeds(self, stage: str) -> list[str]:
+        """Names ``<stage>_seed<s>`` of the ``metric.seeds − 1`` seeds after the stage's own, registered on first use.
+
+        ``stage="gold"``: more gold retrains (``gold``); ``"unlearn"``: more unlearning runs from M (``unlearned``).
+        """
+        make = {"gold": self.gold, "unlearn": self.unlearned}[stage]
+        base = int(self.stages[stage]["seed"])
+        names = []
+        for seed in range(base + 1, base + int(self.cfg.seeds)):
+            name = f"{stage}_seed{seed}"
+            if name not in self.models:
+                self.add_model(name, make(seed))
+            names.append(name)
+        return names
 
     def labels(self, split: str) -> torch.Tensor:
         """Labels of ``split`` in sample-id order (without copying its inputs, as ``data.tensors`` would)."""

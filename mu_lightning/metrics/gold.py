@@ -1,4 +1,4 @@
-"""Comparisons of a model with the gold model M_g (EVALUATION.md §4): closer to gold is better.
+"""Comparisons of a model with the gold model M_g (docs/metrics.md §4): closer to gold is better.
 
 Output-space distances accumulate per batch in torchmetrics ``Metric`` objects, so they give the same value in one
 batch or many and sync across ranks. Aggregators (Avg. Gap, ToW) take accuracies and MIA-Efficacy in [0, 1].

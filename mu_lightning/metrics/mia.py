@@ -1,4 +1,4 @@
-"""Population membership-inference attacks on one model's outputs (EVALUATION.md §3.1, §3.2, §3.5).
+"""Population membership-inference attacks on one model's outputs (docs/metrics.md §3.1, §3.2, §3.5).
 
 Higher attack scores mean "looks like a member". For unlearning every one of them is judged against the gold model:
 a retrained model has never seen D_f, so for random forgetting its values are the target, not 0 or 1.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torchmetrics.classification import BinaryAUROC, BinarySensitivityAtSpecificity
+
+from mu_lightning.metrics import signals
 
 SVC_C = 3.0  # Unlearn-Sparse evaluation/SVC_MIA.py: SVC(C=3, kernel="rbf", gamma="auto")
 TPR_AT_FPR = 0.01
@@ -53,7 +55,7 @@ def entropy_member_rate(retain: torch.Tensor, test: torch.Tensor, forget: torch.
 
 
 def retain_privacy(retain: torch.Tensor, test: torch.Tensor) -> float:
-    """The "training privacy" variant of Unlearn-Sparse SVC_MIA (EVALUATION.md §3.1, §6.2) on D_r vs D_test.
+    """The "training privacy" variant of Unlearn-Sparse SVC_MIA (docs/metrics.md §3.1, §6.2) on D_r vs D_test.
 
     With n = |D_test|, an SVC learns D_r[:n/2] (member) vs D_test[:n/2] and is scored on D_r[n/2:n] and D_test[n/2:]:
     the balanced attack accuracy, 0.5 = no leakage of the retained data, ↓.
@@ -75,17 +77,31 @@ def balanced_pairs(n_pos: int, n_neg: int, seed: int) -> tuple[torch.Tensor, tor
     return pick(n_pos), pick(n_neg)
 
 
-def threshold_attack(members: torch.Tensor, nonmembers: torch.Tensor) -> dict[str, float]:
+def threshold_attack(members: torch.Tensor, nonmembers: torch.Tensor,
+                     device: torch.device | None = None) -> dict[str, float]:
     """ROC of the attack "score above a threshold ⇒ member" (Yeom et al. 2018): AUC and TPR at 1% FPR.
 
-    AUC = Pr[s(member) > s(non-member)] + ½ Pr[tie]; 0.5 = chance, and AUC ≪ 0.5 also leaks (EVALUATION.md §3.2).
+    AUC = Pr[s(member) > s(non-member)] + ½ Pr[tie]; 0.5 = chance, and AUC ≪ 0.5 also leaks (docs/metrics.md §3.2).
+    The torchmetrics states live on ``device`` (default: the CPU); inside an initialised process group each rank
+    passes its share of the scores and ``compute`` gathers every rank's before the ROC.
     """
-    scores = torch.cat([members, nonmembers]).float()
-    target = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long()
-    auc, tpr = BinaryAUROC(), BinarySensitivityAtSpecificity(min_specificity=1 - TPR_AT_FPR)
+    scores = torch.cat([members, nonmembers]).float().to(device)
+    target = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long().to(device)
+    auc, tpr = BinaryAUROC().to(device), BinarySensitivityAtSpecificity(min_specificity=1 - TPR_AT_FPR).to(device)
     auc.update(scores, target)
     tpr.update(scores, target)
     return {"auc": float(auc.compute()), "tpr_at_1fpr": float(tpr.compute()[0])}
+
+
+def loss_attack(member_logits: torch.Tensor, member_y: torch.Tensor, nonmember_logits: torch.Tensor,
+                nonmember_y: torch.Tensor, device: torch.device | None = None) -> dict[str, float]:
+    """The loss-threshold MIA (Yeom et al. 2018; docs/metrics.md §3.2): score −ℓ, AUC and TPR at 1% FPR.
+
+    The one definition behind ``<model>/mia_loss_auc`` of the evaluation and the trajectory callback's
+    ``unlearn/mia_loss_auc``; members and non-members are balanced by the caller (``balanced_pairs``).
+    """
+    return threshold_attack(-signals.loss(member_logits, member_y), -signals.loss(nonmember_logits, nonmember_y),
+                            device)
 
 
 def rmia_scores(target_x: torch.Tensor, target_z: torch.Tensor, ref_x: torch.Tensor, ref_z: torch.Tensor,

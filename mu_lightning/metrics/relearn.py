@@ -1,4 +1,4 @@
-"""Relearn time and the Anamnesis Index (Chundawat et al. 2023, "Zero-Shot Machine Unlearning"; EVALUATION.md §4.8)."""
+"""Relearn time and Anamnesis Index (Chundawat et al. 2023, "Zero-Shot Machine Unlearning"; docs/metrics.md §4.8)."""
 
 from __future__ import annotations
 

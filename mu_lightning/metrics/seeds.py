@@ -1,93 +1,87 @@
-"""Metrics over seeds: the NeurIPS 2023 challenge forget score and Student-t intervals (EVALUATION.md §3.6, §6.5).
+"""The ``seeds`` tier (docs/metrics.md §7): metrics over the gold distribution and over unlearning seeds.
 
-The forget score compares, for each forget example, the distribution of φ under N unlearned runs with that under N
-gold retrains (Triantafillou et al. 2024, google-deepmind/unlearning_evaluation ``metric.py``). It depends on N, so
-the number is only comparable between runs with the same N, which is reported beside it.
+On top of ``full``: the gold noise floor of every gold-relative metric, offline RMIA with the other gold seeds as
+reference models, the challenge forget score over ``metric.seeds`` unlearned and gold models, and Student-t
+intervals over those seeds.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from scipy import stats
+import torch
 
-DELTA = 1e-5
-EPSILON_CAP = 50.0
-THRESHOLDS_PER_UNIT = 100
-BUFFER = 2.0  # how far the interval rules reach beyond the narrower distribution
+from mu_lightning.errors import ConfigError
+from mu_lightning.metrics import gold as g
+from mu_lightning.metrics import mia, signals
+from mu_lightning.metrics.challenge import forget_score, t_interval
+from mu_lightning.metrics.context import EvalContext
+from mu_lightning.metrics.fast import relative, summary
+from mu_lightning.metrics.full import other_golds, phi
+from mu_lightning.metrics.names import MODELS
 
-
-def _epsilon(rates_fpr: np.ndarray, rates_fnr: np.ndarray) -> float:
-    """Best ε over decision rules from FPR + e^ε·FNR ≥ 1 − δ and its mirror; rules with one zero rate are dropped."""
-    both_zero = (rates_fpr == 0) & (rates_fnr == 0)
-    if both_zero.any():
-        return math.inf
-    keep = (rates_fpr > 0) & (rates_fnr > 0)
-    if not keep.any():
-        return 0.0
-    fpr, fnr = rates_fpr[keep], rates_fnr[keep]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        eps = np.fmax(np.log(1 - DELTA - fpr) - np.log(fnr), np.log(1 - DELTA - fnr) - np.log(fpr))
-    return float(np.nanmax(np.clip(eps, 0, None), initial=0.0))
+PER_SEED = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy")  # reported as mean ± ci95 over seeds
 
 
-def _share_in(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Share of ``values`` in [low, high] for each pair of bounds."""
-    s = np.sort(values)
-    return (np.searchsorted(s, high, side="right") - np.searchsorted(s, low, side="left")) / len(s)
+def seeds(ctx: EvalContext) -> dict[str, float]:
+    """Gold noise floor, offline RMIA with gold seeds as references, the challenge score and t-intervals."""
+    golds = other_golds(ctx)
+    floors = [relative(ctx, k, "gold") for k in golds]
+    out = {f"gold/{key}": float(np.mean([f[key] for f in floors])) for key in floors[0]}
+    out.update(rmia(ctx, golds))
+    unlearned, everyone = ["unlearn", *ctx.other_seeds("unlearn")], ["gold", *golds]
+    out.update(challenge(ctx, unlearned, everyone))
+    out.update(intervals(ctx, unlearned, everyone))
+    return out
 
 
-def example_epsilon(unlearned: np.ndarray, retrained: np.ndarray) -> float:
-    """ε of one forget example from its φ under N unlearned and N retrained models (§3.6), clipped to [0, 50].
+def challenge(ctx: EvalContext, unlearned: list[str], golds: list[str]) -> dict[str, float]:
+    """The challenge forget score of φ on D_f, and the final score that scales it by retain and test accuracy."""
+    score, _ = forget_score(torch.stack([phi(ctx, m) for m in unlearned]).numpy(),
+                            torch.stack([phi(ctx, m) for m in golds]).numpy())
 
-    Rules: one threshold on a 1/100 grid over the pooled range (positive = the side with the larger median), and
-    intervals [l, r] around the narrower distribution, with r on a 1/100 grid and l within ±2 of r − its width.
-    """
-    pos, neg = (retrained, unlearned) if np.median(retrained) > np.median(unlearned) else (unlearned, retrained)
-    spread = sorted([np.ptp(pos), np.ptp(neg)])
-    if spread[1] == 0:
-        return 0.0 if pos[0] == neg[0] else EPSILON_CAP
-    if spread[0] / spread[1] < 0.01:  # one side is a spike: the grid may miss it, so the reference takes the cap
-        return EPSILON_CAP
-    pooled = np.concatenate([pos, neg])
-    t = np.linspace(pooled.min(), pooled.max(), math.ceil(np.ptp(pooled) * THRESHOLDS_PER_UNIT))
-    fpr = [_share_in(neg, t, np.full_like(t, np.inf))]
-    fnr = [1 - _share_in(pos, t, np.full_like(t, np.inf))]
+    def mean(key: str, models: list[str]) -> float:
+        return float(np.mean([summary(ctx, m)[key] for m in models]))
 
-    narrow, wide = (pos, neg) if np.ptp(pos) < np.ptp(neg) else (neg, pos)
-    width = spread[0]
-    lo, hi = narrow.min() + width - BUFFER, narrow.max() + BUFFER
-    right = np.linspace(lo, hi, math.ceil((hi - lo) * THRESHOLDS_PER_UNIT))
-    offsets = np.linspace(-BUFFER, BUFFER, math.ceil(2 * BUFFER * THRESHOLDS_PER_UNIT))
-    left = (right[:, None] - width + offsets[None, :]).ravel()
-    right = np.repeat(right, len(offsets))
-    fpr.append(_share_in(wide, left, right))
-    fnr.append(1 - _share_in(narrow, left, right))
-    return min(_epsilon(np.concatenate(fpr), np.concatenate(fnr)), EPSILON_CAP)
+    ra = {"u": mean("retain_acc", unlearned), "g": mean("retain_acc", golds)}
+    ta = {"u": mean("test_acc", unlearned), "g": mean("test_acc", golds)}
+    return {"unlearn/forget_score": score,
+            "unlearn/final_score": float(score * ra["u"] / ra["g"] * ta["u"] / ta["g"]),
+            "unlearn/forget_score_models": float(len(unlearned))}
 
 
-def forget_score(unlearned_phi: np.ndarray, retrained_phi: np.ndarray) -> tuple[float, np.ndarray]:
-    """Challenge forget score F ∈ [0, 1], ↑, and the per-example ε; inputs are φ of shape [N models, |D_f|].
+def intervals(ctx: EvalContext, unlearned: list[str], golds: list[str]) -> dict[str, float]:
+    """Mean and 95% t-interval half-width over seeds of the accuracies, MIA-Efficacy, ToW and Avg. Gap."""
+    per_seed: dict[str, list[float]] = {}
+    for mu, mg in zip(unlearned, golds, strict=True):
+        su, sg = summary(ctx, mu), summary(ctx, mg)
+        for key in PER_SEED:
+            per_seed.setdefault(f"unlearn/{key}", []).append(su[key])
+            per_seed.setdefault(f"gold/{key}", []).append(sg[key])
+        per_seed.setdefault("unlearn/tow", []).append(g.tow(su, sg))
+        per_seed.setdefault("unlearn/avg_gap", []).append(g.avg_gap(su, sg))
+    out: dict[str, float] = {}
+    for key, values in per_seed.items():
+        out[f"{key}_mean"], out[f"{key}_ci95"] = t_interval(values)
+    return out
 
-    F = mean over D_f of ``points(ε, N)``, the closed form of ``metric.py``'s half-unit buckets.
-    """
-    eps = np.array([example_epsilon(unlearned_phi[:, i], retrained_phi[:, i]) for i in range(unlearned_phi.shape[1])])
-    return float(points(eps, unlearned_phi.shape[0]).mean()), eps
 
+def rmia(ctx: EvalContext, references: list[str]) -> dict[str, float]:
+    """Offline RMIA AUC and TPR at 1% FPR of each model: D_f against an equal slice of D_test, population D_val."""
+    if len(ctx.data.ids["val"]) == 0:
+        raise ConfigError("metric=seeds needs a validation split for the RMIA population: dataset.val_fraction=0")
+    pos, neg = mia.balanced_pairs(len(ctx.data.ids["forget"]), len(ctx.data.ids["test"]), ctx.cfg.mia_seed)
 
-def points(eps: np.ndarray, n: int) -> np.ndarray:
-    """Per-example points 2^(−⌊2ε⌋), or 0 from ε ≥ ⌈ln(n − 1)⌉ on (n models per side: finer ε is not resolvable)."""
-    max_eps = math.ceil(math.log(n - 1))
-    return np.where(eps < max_eps, 2.0 ** -np.floor(2 * eps), 0.0)
+    def p_y(m: str) -> dict[str, torch.Tensor]:
+        return {s: signals.confidence(ctx.logits(m, s), ctx.labels(s)) for s in ("forget", "test", "val")}
 
-
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t interval over seeds (RUM's protocol, Zhao et al. 2024)."""
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    sem = stats.sem(x)
-    if sem == 0:
-        return mean, 0.0
-    low, _ = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=sem)
-    return mean, float(mean - low)
+    refs = [p_y(r) for r in references]
+    ref_x = torch.stack([torch.cat([r["forget"][pos], r["test"][neg]]) for r in refs])
+    ref_z = torch.stack([r["val"] for r in refs])
+    out = {}
+    for m in MODELS:
+        p = p_y(m)
+        scores = mia.rmia_scores(torch.cat([p["forget"][pos], p["test"][neg]]), p["val"], ref_x, ref_z,
+                                 a=float(ctx.cfg.rmia.a), gamma=float(ctx.cfg.rmia.gamma))
+        roc = mia.threshold_attack(scores[: len(pos)], scores[len(pos) :])
+        out[f"{m}/rmia_auc"], out[f"{m}/rmia_tpr_at_1fpr"] = roc["auc"], roc["tpr_at_1fpr"]
+    return out

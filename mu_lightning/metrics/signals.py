@@ -1,4 +1,4 @@
-"""Per-example signals of a model's logits: the inputs of every MIA and gold-relative metric (EVALUATION.md §0)."""
+"""Per-example signals of a model's logits: the inputs of every MIA and gold-relative metric (docs/metrics.md §0)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def modified_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mentr = −(1−p_y) log p_y − Σ_{j≠y} p_j log(1−p_j) (Song & Mittal 2021, Eq. 5).
 
     Unlike Unlearn-Sparse ``SVC_MIA.py`` this uses log(1−p_j) for the wrong classes and picks p_y per row
-    (``[arange(N), y]``), not whole columns (EVALUATION.md §3.1).
+    (``[arange(N), y]``), not whole columns (docs/metrics.md §3.1).
     """
     logp = torch.log_softmax(logits.double(), dim=1)
     p = logp.exp()

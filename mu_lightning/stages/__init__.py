@@ -1,7 +1,9 @@
-"""Lightning modules for the stages: original and gold training, and the base of every unlearner."""
+"""Lightning modules for the stages: the ``Stage`` step loop and ``ClassifierModule`` (original and gold training).
+
+The unlearning methods' base lives beside the methods, in ``mu_lightning.unlearners.base``.
+"""
 
 from mu_lightning.stages.base import Stage
 from mu_lightning.stages.classifier import ClassifierModule
-from mu_lightning.stages.unlearner import Unlearner
 
-__all__ = ["ClassifierModule", "Stage", "Unlearner"]
+__all__ = ["ClassifierModule", "Stage"]

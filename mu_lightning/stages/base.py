@@ -26,8 +26,9 @@ class Stage(L.LightningModule):
     """A LightningModule that trains ``model`` with manual optimization.
 
     Manual optimization keeps a step to one ``zero_grad/backward/clip/step`` with no per-step logging: on small
-    models Lightning's per-step machinery costs more than the step itself (PITFALLS.md). The running loss is summed
-    on the host (the guard reads every loss anyway) and logged once per epoch as ``train_loss``.
+    models Lightning's per-step machinery costs more than the step itself (docs/design.md, "Start-up and overhead").
+    The running loss is summed on the host (the guard reads every loss anyway) and logged once per epoch as
+    ``train_loss``.
 
     Direct step: ``LightningOptimizer.step`` and ``manual_backward`` take each step through the strategy and the
     precision plugin: six hook dispatches, a profiler action and a closure, about a fifth of a digits-MLP step. When
@@ -42,7 +43,7 @@ class Stage(L.LightningModule):
 
     Args:
         model: the network being trained (its weights are the stage's result).
-        epochs: passes over the stage's anchor set; 0 means no training loop.
+        epochs: training epochs; 0 means no training loop.
         batch_size: samples per step.
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``).
         scheduler: ``optimizer -> LRScheduler`` stepped once per epoch, or None.

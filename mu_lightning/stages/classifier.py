@@ -11,7 +11,7 @@ from mu_lightning.stages.base import Stage
 class ClassifierModule(Stage):
     """Plain supervised training with cross-entropy; the pipeline feeds it D for M and D_r for M_g.
 
-    Using one class and one recipe for both is what makes M_g a fair reference (EVALUATION.md §0).
+    Using one class and one recipe for both is what makes M_g a fair reference (docs/metrics.md §0).
     """
 
     # Nothing watches these stages between steps (the pipeline gives them no callbacks, only a progress bar when a

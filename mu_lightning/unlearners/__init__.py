@@ -1,7 +1,11 @@
-"""Unlearning methods, one short file each; ``conf/unlearner/<name>.yaml`` selects one by ``_target_``."""
+"""Unlearning methods, one short file each; ``conf/unlearner/<name>.yaml`` selects one by ``_target_``.
+
+``base.py`` holds what they build on (``Unlearner``, ``OneShotUnlearner``, ``Pass``) and the steps to add one.
+"""
 
 from mu_lightning.unlearners.amnesiac import Amnesiac
 from mu_lightning.unlearners.bad_teacher import BadTeacher
+from mu_lightning.unlearners.base import OneShotUnlearner, Pass, Unlearner
 from mu_lightning.unlearners.boundary_expand import BoundaryExpand
 from mu_lightning.unlearners.boundary_shrink import BoundaryShrink
 from mu_lightning.unlearners.cf_k import CFk
@@ -33,9 +37,12 @@ __all__ = [
     "L1Sparse",
     "NegGradPlus",
     "NoUnlearning",
+    "OneShotUnlearner",
+    "Pass",
     "RandomLabel",
     "SalUn",
     "SCRUB",
     "SSD",
     "UNSIR",
+    "Unlearner",
 ]

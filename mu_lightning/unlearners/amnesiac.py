@@ -4,8 +4,8 @@ Bad Teacher and SSD codebases implement it."""
 import torch
 import torch.nn.functional as F
 
-from mu_lightning.data.batches import PairedBatches, TensorBatches
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.data.batches import TensorBatches
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class Amnesiac(Unlearner):
@@ -17,15 +17,17 @@ class Amnesiac(Unlearner):
     Reads: forget and retain.
     """
 
-    def loader(self, data, seed):
+    def sets(self, data, seed):
         xf, yf = data.tensors("forget")
         xr, yr = data.tensors("retain")
         allowed = torch.ones(len(yf), data.num_classes)
         allowed[:, data.forgotten_classes()] = 0
         allowed[torch.arange(len(yf)), yf] = 0
         relabelled = torch.multinomial(allowed, 1, generator=torch.Generator().manual_seed(seed)).squeeze(1)
-        mixed = TensorBatches(torch.cat([xf, xr]), torch.cat([relabelled, yr]), self.batch_size, True, seed)
-        return PairedBatches({"mixed": mixed}, anchor="mixed")
+        return {"mixed": TensorBatches(torch.cat([xf, xr]), torch.cat([relabelled, yr]), self.batch_size, True, seed)}
+
+    def passes(self, epoch):
+        return (Pass("mixed"),)
 
     def loss(self, batch):
         x, y = batch["mixed"]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class BoundaryExpand(Unlearner):
@@ -18,7 +18,6 @@ class BoundaryExpand(Unlearner):
     """
 
     reads = ("forget",)
-    anchor = "forget"
 
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
@@ -38,6 +37,9 @@ class BoundaryExpand(Unlearner):
         finally:
             hook.remove()
             self._features = None
+
+    def passes(self, epoch):
+        return (Pass("forget"),)
 
     def loss(self, batch):
         x, _ = batch["forget"]

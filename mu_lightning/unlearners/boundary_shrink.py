@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class BoundaryShrink(Unlearner):
@@ -15,8 +15,7 @@ class BoundaryShrink(Unlearner):
     """
 
     reads = ("forget",)
-    anchor = "forget"
-    needs_teacher = True
+    needs_frozen_original = True
 
     def __init__(self, model, eps: float = 0.1, input_range: tuple[float, float] | None = (0.0, 1.0), **kwargs):
         super().__init__(model, **kwargs)
@@ -25,12 +24,15 @@ class BoundaryShrink(Unlearner):
     def neighbour_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(F.cross_entropy(self.teacher(x), y), x)
+            (g,) = torch.autograd.grad(F.cross_entropy(self.frozen_original(x), y), x)
         x_adv = x.detach() + self.eps * g.sign()
         if self.input_range is not None:
             x_adv = torch.round(x_adv.clamp(*self.input_range) * 255) / 255
         with torch.no_grad():
-            return self.teacher(x_adv).argmax(dim=1)
+            return self.frozen_original(x_adv).argmax(dim=1)
+
+    def passes(self, epoch):
+        return (Pass("forget"),)
 
     def loss(self, batch):
         x, y = batch["forget"]

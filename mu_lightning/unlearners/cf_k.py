@@ -4,7 +4,7 @@ Unlearning", 2022, §4; SCRUB's notebooks)."""
 from torch import nn
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
 
@@ -27,7 +27,6 @@ class CFk(Unlearner):
     """Fine-tune only the last ``k`` blocks on D_r; the rest stay M's. Reads: retain only."""
 
     reads = ("retain",)
-    anchor = "retain"
 
     def __init__(self, model, k: int = 1, **train):
         super().__init__(model, **train)
@@ -39,6 +38,9 @@ class CFk(Unlearner):
 
     def trainable_parameters(self):
         return (p for m in self.tail for p in m.parameters() if p.requires_grad)
+
+    def passes(self, epoch):
+        return (Pass("retain"),)
 
     def loss(self, batch):
         x, y = batch["retain"]

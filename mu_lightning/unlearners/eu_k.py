@@ -1,7 +1,7 @@
 """EU-k: exact unlearning of the last k blocks (Goel et al., "Towards Adversarial Evaluation of Machine Unlearning",
 2022, §4; SCRUB's notebooks)."""
 
-from mu_lightning.stages.unlearner import reinitialise
+from mu_lightning.unlearners.base import reinitialise
 from mu_lightning.unlearners.cf_k import CFk
 
 

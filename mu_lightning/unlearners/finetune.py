@@ -2,14 +2,16 @@
 
 import torch.nn.functional as F
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class Finetune(Unlearner):
     """Minimise CE on D_r starting from M. Reads: retain only (no forget-set gradients)."""
 
     reads = ("retain",)
-    anchor = "retain"
+
+    def passes(self, epoch):
+        return (Pass("retain"),)
 
     def loss(self, batch):
         x, y = batch["retain"]

@@ -2,10 +2,10 @@
 
 import torch
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import OneShotUnlearner, eval_mode
 
 
-class Fisher(Unlearner):
+class Fisher(OneShotUnlearner):
     """One-shot edit: θ = μ + √var ⊙ N(0, I), var = α·min(1/(h + 1e-8), 1e3) with h = E_x Σ_y p(y|x)·(∇CE(x, y))²
     on D_r (Unlearn-Sparse ``fisher_new``). Weights D_r depends on get little noise, the rest much.
 
@@ -16,16 +16,17 @@ class Fisher(Unlearner):
 
     reads = ("retain",)
 
-    def __init__(self, model, alpha: float = 1e-6, batch_size: int = 64, **_ignored):
-        super().__init__(model, epochs=0, batch_size=batch_size)
+    def __init__(self, model, alpha: float = 1e-6, **kwargs):
+        super().__init__(model, **kwargs)
         self.alpha = float(alpha)
 
     def retain_fisher(self, data) -> dict[str, torch.Tensor]:
+        """h of every trainable weight, in eval mode."""
         x, _ = data.tensors("retain")
         h = {k: torch.zeros_like(p) for k, p in self.model.named_parameters() if p.requires_grad}
         for chunk in x.split(self.batch_size):
-            with torch.no_grad():
-                prob = self.model.eval()(chunk).softmax(dim=1)
+            with torch.no_grad(), eval_mode(self.model):
+                prob = self.model(chunk).softmax(dim=1)
             for c in range(prob.shape[1]):
                 grads = self.per_sample_grads(chunk, torch.full((len(chunk),), c))
                 for k, g in grads.items():

@@ -2,14 +2,16 @@
 
 import torch.nn.functional as F
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class GradientAscent(Unlearner):
     """Minimise −CE on D_f starting from M. Reads: forget only. Very lr-sensitive; the divergence guard stops it."""
 
     reads = ("forget",)
-    anchor = "forget"
+
+    def passes(self, epoch):
+        return (Pass("forget"),)
 
     def loss(self, batch):
         x, y = batch["forget"]

@@ -2,10 +2,10 @@
 
 import torch
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import OneShotUnlearner
 
 
-class Influence(Unlearner):
+class Influence(OneShotUnlearner):
     """One-shot edit θ ← θ_o + α·k, k ≈ H⁻¹v, with v = n_f/(n_f + n_r)·(ḡ_f − ḡ_r) the mean-gradient gap
     between D_f and D_r (the influence of removing D_f on the empirical risk minimiser).
 
@@ -16,9 +16,8 @@ class Influence(Unlearner):
 
     reads = ("forget", "retain")
 
-    def __init__(self, model, alpha: float = 10.0, damping: float = 1000.0, num_samples: int = 1000,
-                 batch_size: int = 64, **_ignored):
-        super().__init__(model, epochs=0, batch_size=batch_size)
+    def __init__(self, model, alpha: float = 10.0, damping: float = 1000.0, num_samples: int = 1000, **kwargs):
+        super().__init__(model, **kwargs)
         self.alpha, self.damping, self.num_samples = float(alpha), float(damping), int(num_samples)
 
     def flat_grads(self, x, y) -> torch.Tensor:

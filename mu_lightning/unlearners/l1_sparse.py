@@ -3,7 +3,7 @@
 import torch.nn.functional as F
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class L1Sparse(Unlearner):
@@ -14,7 +14,6 @@ class L1Sparse(Unlearner):
     """
 
     reads = ("retain",)
-    anchor = "retain"
 
     def __init__(self, model, gamma: float = 5e-5, no_l1_epochs: int = 0, **kwargs):
         super().__init__(model, **kwargs)
@@ -26,6 +25,9 @@ class L1Sparse(Unlearner):
     def l1_coefficient(self, epoch: int) -> float:
         l1_epochs = self.epochs - self.no_l1_epochs
         return self.gamma * (1 - epoch / l1_epochs) if epoch < l1_epochs else 0.0
+
+    def passes(self, epoch):
+        return (Pass("retain"),)
 
     def loss(self, batch):
         x, y = batch["retain"]

@@ -3,7 +3,7 @@
 import torch.nn.functional as F
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class NegGradPlus(Unlearner):
@@ -14,8 +14,7 @@ class NegGradPlus(Unlearner):
     """
 
     reads = ("forget", "retain")
-    anchor = "retain"
-    needs_teacher = True
+    needs_frozen_original = True
 
     def __init__(self, model, alpha: float = 0.95, l2_to_init: float = 5e-4, **kwargs):
         super().__init__(model, **kwargs)
@@ -23,9 +22,12 @@ class NegGradPlus(Unlearner):
             raise ConfigError(f"unlearner.alpha={alpha} must be in [0, 1]: the retain term's weight")
         self.alpha, self.l2_to_init = float(alpha), float(l2_to_init)
 
+    def passes(self, epoch):
+        return (Pass("retain", alongside=("forget",)),)
+
     def loss(self, batch):
         (xf, yf), (xr, yr) = batch["forget"], batch["retain"]
-        pairs = zip(self.model.parameters(), self.teacher.parameters(), strict=True)
+        pairs = zip(self.model.parameters(), self.frozen_original.parameters(), strict=True)
         drift = sum(((p - p0) ** 2).sum() for p, p0 in pairs)
         retain = F.cross_entropy(self.model(xr), yr) + self.l2_to_init / 2 * drift
         return self.alpha * retain - (1 - self.alpha) * F.cross_entropy(self.model(xf), yf)

@@ -1,12 +1,15 @@
 """The do-nothing baseline: M_u = M. Every metric of a method should beat it on forgetting."""
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import OneShotUnlearner
 
 
-class NoUnlearning(Unlearner):
-    """Returns the original model unchanged; reads neither set."""
+class NoUnlearning(OneShotUnlearner):
+    """Returns the original model unchanged; reads neither set and takes no options."""
 
     reads = ()
 
-    def __init__(self, model, **_ignored):
-        super().__init__(model, epochs=0)
+    def __init__(self, model):
+        super().__init__(model)
+
+    def edit(self, data):
+        """Nothing: M_u is M."""

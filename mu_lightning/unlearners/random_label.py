@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner
 
 
 class RandomLabel(Unlearner):
@@ -14,7 +14,9 @@ class RandomLabel(Unlearner):
     """
 
     reads = ("forget", "retain")
-    sequential = True
+
+    def passes(self, epoch):
+        return (Pass("forget"), Pass("retain"))
 
     def loss(self, batch):
         if "forget" in batch:

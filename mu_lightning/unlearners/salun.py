@@ -21,7 +21,7 @@ class SalUn(RandomLabel):
     Reads: forget and retain.
     """
 
-    needs_teacher = True
+    needs_frozen_original = True
 
     def __init__(self, model, mask_ratio: float = 0.5, soft: bool = False, **kwargs):
         super().__init__(model, **kwargs)
@@ -48,18 +48,13 @@ class SalUn(RandomLabel):
         for p, m in zip(self.model.parameters(), self.masks, strict=True):
             p.grad.mul_(m.to(p.device))
 
-    def loader(self, data, seed):
-        batches = super().loader(data, seed)
-        self.total_steps = self.epochs * len(batches)  # T of the soft schedule
-        return batches
-
     def train_step(self, batch):
         super().train_step(batch)
         self.after_step()  # after every optimizer step, not every Lightning batch (a chunk of steps: Stage.chunks)
 
     @torch.no_grad()
     def after_step(self):
-        params, originals = list(self.model.parameters()), list(self.teacher.parameters())
+        params, originals = list(self.model.parameters()), list(self.frozen_original.parameters())
         if self.soft:
             return self.soft_threshold(params, originals)
         state = self.optimizers().optimizer.state
@@ -70,7 +65,7 @@ class SalUn(RandomLabel):
                 state[p]["momentum_buffer"].mul_(m)
 
     def soft_threshold(self, params, originals):
-        k = int(self.mask_ratio * (1 - self.steps_taken / self.total_steps) * sum(p.numel() for p in params))
+        k = int(self.mask_ratio * (1 - self.steps_taken / self.planned_steps) * sum(p.numel() for p in params))
         if k < 1:
             return
         diffs = [p - p0 for p, p0 in zip(params, originals, strict=True)]

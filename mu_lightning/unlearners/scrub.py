@@ -4,11 +4,12 @@ import torch
 import torch.nn.functional as F
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner, eval_mode
 
 
 class SCRUB(Unlearner):
-    """A student started from M moves away from the frozen teacher M on D_f and stays close to it on D_r.
+    """A student started from M moves away from the teacher, the frozen original M, on D_f and stays close to it
+    on D_r.
 
     Epoch e passes over D_f with max steps (minimise −d) while e < ``msteps``, then over D_r with min steps
     (γ·CE + α·d), where d = KL(p_teacher ‖ p_student)·T² at temperature T; the last epochs are min-only and restore
@@ -19,7 +20,7 @@ class SCRUB(Unlearner):
     for a class-wise one. The gold model is never consulted.
     """
 
-    needs_teacher = True
+    needs_frozen_original = True
 
     def __init__(self, model, msteps: int = 2, temperature: float = 4.0, alpha: float = 0.001, gamma: float = 0.99,
                  rewind: bool = False, **train):
@@ -31,14 +32,14 @@ class SCRUB(Unlearner):
         self.reads = ("forget", "retain", "val") if rewind else ("forget", "retain")
         self.checkpoints: list[tuple[dict, float]] = []  # (weights, forget error) after each epoch, for SCRUB+R
 
-    def phases(self, epoch):
-        return ("forget", "retain") if epoch < self.msteps else ("retain",)
+    def passes(self, epoch):
+        return (Pass("forget"), Pass("retain")) if epoch < self.msteps else (Pass("retain"),)
 
     def distance(self, student_logits, x):
         with torch.no_grad():
-            teacher = F.softmax(self.teacher(x) / self.temperature, dim=1)
+            original = F.softmax(self.frozen_original(x) / self.temperature, dim=1)
         student = F.log_softmax(student_logits / self.temperature, dim=1)
-        return F.kl_div(student, teacher, reduction="batchmean") * self.temperature**2
+        return F.kl_div(student, original, reduction="batchmean") * self.temperature**2
 
     def loss(self, batch):
         if "forget" in batch:
@@ -76,8 +77,6 @@ class SCRUB(Unlearner):
 
     @torch.no_grad()
     def error(self, x, y) -> float:
-        was_training = self.model.training
         device = next(self.model.parameters()).device
-        wrong = (self.model.eval()(x.to(device)).argmax(1) != y.to(device)).float().mean().item()
-        self.model.train(was_training)
-        return wrong
+        with eval_mode(self.model):
+            return (self.model(x.to(device)).argmax(1) != y.to(device)).float().mean().item()

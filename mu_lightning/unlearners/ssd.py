@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import OneShotUnlearner, eval_mode
 
 
-class SSD(Unlearner):
+class SSD(OneShotUnlearner):
     """One-shot: dampen the weights far more important to D_f than to D, with no training loop.
 
     Importance is a diagonal Fisher, the mean over batches of (∇_θ CE)². Where []_Df > α·[]_D, θ ← θ·min(λ·[]_D/[]_Df,
@@ -17,8 +17,8 @@ class SSD(Unlearner):
     """
 
     def __init__(self, model, selection_weighting: float = 10.0, dampening_constant: float = 1.0,
-                 label_free: bool = False, batch_size: int = 64, **_ignored):
-        super().__init__(model, epochs=0, batch_size=batch_size)
+                 label_free: bool = False, **kwargs):
+        super().__init__(model, **kwargs)
         for name, value in (("selection_weighting", selection_weighting), ("dampening_constant", dampening_constant)):
             if not value > 0:
                 raise ConfigError(f"unlearner.{name}={value} is out of range: it must be > 0")
@@ -37,13 +37,11 @@ class SSD(Unlearner):
         return {name: t / len(batches) for name, t in total.items()}
 
     def edit(self, data):
-        was_training = self.model.training
-        self.model.eval()
-        forget = self.importance(data.batches("forget", self.batch_size))
-        full = self.importance(data.batches("train", self.batch_size))
+        with eval_mode(self.model):
+            forget = self.importance(data.batches("forget", self.batch_size))
+            full = self.importance(data.batches("train", self.batch_size))
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 selected = forget[name] > self.alpha * full[name]
                 factor = (self.dampening * full[name] / forget[name]).clamp(max=1.0)
                 p[selected] *= factor[selected]
-        self.model.train(was_training)

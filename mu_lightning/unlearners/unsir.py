@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-from mu_lightning.data.batches import PhasedBatches, TensorBatches
+from mu_lightning.data.batches import TensorBatches
 from mu_lightning.errors import ConfigError
-from mu_lightning.stages.unlearner import Unlearner
+from mu_lightning.unlearners.base import Pass, Unlearner, eval_mode
 
 
 class UNSIR(Unlearner):
@@ -16,14 +16,17 @@ class UNSIR(Unlearner):
     ``noise_steps`` steps. Impair: ``impair_epochs`` over ``noise_copies`` copies of each N labelled y_f together with
     up to ``retain_per_class`` retain samples of each retained class; repair: ``repair_epochs`` over those retain
     samples. Reads: retain, and which classes the request forgets; never D_f's samples.
+
+    Its epochs are ``impair_epochs + repair_epochs``, so it takes the training options other than ``epochs``.
     """
 
     reads = ("retain",)
 
     def __init__(self, model, noise_batch_size: int = 32, noise_steps: int = 25, noise_lr: float = 0.1,
                  noise_l2: float = 0.1, noise_copies: int = 80, retain_per_class: int = 500, impair_epochs: int = 1,
-                 repair_epochs: int = 1, **train):
-        super().__init__(model, epochs=impair_epochs + repair_epochs, **train)
+                 repair_epochs: int = 1, batch_size: int = 64, optimizer=None, scheduler=None, grad_clip=None):
+        super().__init__(model, epochs=impair_epochs + repair_epochs, batch_size=batch_size, optimizer=optimizer,
+                         scheduler=scheduler, grad_clip=grad_clip)
         self.noise_batch_size, self.noise_steps, self.noise_lr, self.noise_l2 = noise_batch_size, noise_steps, \
             noise_lr, noise_l2
         self.noise_copies, self.retain_per_class, self.impair_epochs = noise_copies, retain_per_class, impair_epochs
@@ -39,35 +42,36 @@ class UNSIR(Unlearner):
                               "and is not every training sample of its classes")
 
     def edit(self, data):
-        classes = data.forgotten_classes()
-        self.model.eval()
-        for c in classes:
-            noise = torch.randn(self.noise_batch_size, *data.samples.x.shape[1:], requires_grad=True)
-            opt = torch.optim.Adam([noise], lr=self.noise_lr)
-            target = torch.full((self.noise_batch_size,), c)
-            for _ in range(self.noise_steps):
-                size = noise.pow(2).flatten(1).sum(1).mean()
-                loss = -F.cross_entropy(self.model(noise), target) + self.noise_l2 * size
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            self.noise[c] = noise.detach()
+        with eval_mode(self.model):
+            for c in data.forgotten_classes():
+                self.noise[c] = self.error_maximising_noise(c, data.samples.x.shape[1:])
         self.model.zero_grad(set_to_none=True)
-        self.model.train()
 
-    def phases(self, epoch):
-        return ("impair",) if epoch < self.impair_epochs else ("repair",)
+    def error_maximising_noise(self, c: int, shape) -> torch.Tensor:
+        """``noise_batch_size`` inputs of ``shape`` that M classifies as far from class ``c`` as it can."""
+        noise = torch.randn(self.noise_batch_size, *shape, requires_grad=True)
+        opt = torch.optim.Adam([noise], lr=self.noise_lr)
+        target = torch.full((self.noise_batch_size,), c)
+        for _ in range(self.noise_steps):
+            size = noise.pow(2).flatten(1).sum(1).mean()
+            loss = -F.cross_entropy(self.model(noise), target) + self.noise_l2 * size
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return noise.detach()
 
-    def loader(self, data, seed):
+    def passes(self, epoch):
+        return (Pass("impair"),) if epoch < self.impair_epochs else (Pass("repair"),)
+
+    def sets(self, data, seed):
         xr, yr = data.tensors("retain")
         order = torch.randperm(len(yr), generator=torch.Generator().manual_seed(seed))
         keep = torch.cat([order[yr[order] == c][: self.retain_per_class] for c in yr.unique()])
         xr, yr = xr[keep], yr[keep]
         xn = torch.cat([n.repeat(self.noise_copies, *[1] * (n.dim() - 1)) for n in self.noise.values()])
         yn = torch.cat([torch.full((self.noise_copies * len(n),), c) for c, n in self.noise.items()])
-        sets = {"impair": TensorBatches(torch.cat([xn, xr]), torch.cat([yn, yr]), self.batch_size, True, seed),
+        return {"impair": TensorBatches(torch.cat([xn, xr]), torch.cat([yn, yr]), self.batch_size, True, seed),
                 "repair": TensorBatches(xr, yr, self.batch_size, True, seed + 1)}
-        return PhasedBatches(sets, self.phases, self.epochs, epoch=lambda: self.current_epoch)
 
     def loss(self, batch):
         ((x, y),) = batch.values()

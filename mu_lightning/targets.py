@@ -1,0 +1,510 @@
+"""What a config may make Python run: every ``_target_`` is checked by the object it resolves to, not by its spelling.
+
+Policy: every ``_target_`` (in a config file, a preset, a ``--config-dir``, a command-line override or Hydra's own
+``hydra.*`` settings) is resolved the way Hydra resolves it and must be, under its own module path, one of the classes
+and functions the project's configs are meant to name (mu_lightning's unlearners, models, stage modules, callbacks,
+augmentations, poison manipulations, data sources, forget requests and logger factories; torch.optim optimizers and
+schedulers, torch.nn modules, Lightning callbacks, Hydra's launchers, sweepers and callbacks, Optuna samplers), and keys
+that switch off a safety (``weights_only: false``, ``allow_pickle: true``) or private keys other than Hydra's
+``_target_``, ``_partial_``, ``_args_``, ``_recursive_`` and ``_convert_`` are refused before anything runs. To name
+your own class or function, list it in the environment variable ``MU_LIGHTNING_ALLOW`` (``my_pkg.nets.MyNet`` allows
+exactly that object, ``my_pkg.*`` the models, Lightning modules and callbacks that ``my_pkg`` defines), which no
+config can set.
+
+How a target is checked (``check_targets``):
+
+1. it must be a dotted name without ``__dunder__`` parts, inside a package on the list (or in ``MU_LIGHTNING_ALLOW``);
+   anything else is refused before it is imported, so a config never imports a module outside those packages;
+2. it is resolved exactly as Hydra resolves it (``hydra._internal.utils._locate``);
+3. the object must be a class or a function, and ``obj.__module__ + "." + obj.__qualname__`` must be on the list
+   (``KINDS``: a class defined in one of the kind's packages that subclasses one of its bases; ``PROJECT_FUNCTIONS``:
+   exact names);
+4. the path must name the object canonically: ``module.qualname`` itself, or a re-export by a package above that
+   module (``torch.optim.SGD``, ``mu_lightning.unlearners.SCRUB``); ``mu_lightning.unlearners.base.torch.optim.SGD``
+   is refused with the canonical name to use.
+
+Interpolations are resolved before they are checked (``${oc.create:...}`` cannot hide a target). ``_recursive_`` and
+``_convert_`` are harmless because every node is checked whatever they say; ``_partial_`` and ``_args_`` only pass
+arguments to an object that is itself checked.
+
+Hydra acts on its own settings before the task function runs: ``hydra.hydra_logging`` is applied while the config is
+composed (even for ``--help``), ``hydra.callbacks``, ``hydra.launcher`` and ``hydra.sweeper`` are instantiated next,
+``hydra.job_logging`` and ``hydra.job.env_set`` take effect before each job. ``check_command_line`` therefore composes
+the config from the command line the way Hydra will (``--config-dir``, ``--config-name`` and presets included, and
+each value of every sweep on its own) and checks the ``hydra`` subtree before ``hydra.main`` runs. Besides
+``_target_``, Hydra's settings can run code through the logging config (``class``, ``()``, and from Python 3.12
+``queue`` and ``listener``, name what dictConfig calls, ``ext://`` an object: only logging handlers, formatters,
+filters, queues and queue listeners, and ``ext://sys.stdout``/``sys.stderr``),
+``hydra.job.env_set`` (names that make a process load code, such as ``LD_PRELOAD`` or ``PYTHONPATH``, and
+``MU_LIGHTNING_*`` are refused), ``hydra.launcher.setup`` (shell lines run by SLURM jobs: refused) and
+``hydra.sweeper.custom_search_space`` (a function: only one listed in ``MU_LIGHTNING_ALLOW``). ``--experimental-rerun``
+unpickles a file and is refused.
+
+The task config (everything outside ``hydra``) is checked by ``check_targets`` from ``checks.check_config``, before
+anything in it is instantiated; each job of a sweep checks its own.
+Files a config names (a run directory, a log file) are written where it says: the policy is about code, not paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FunctionType
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from mu_lightning.errors import ConfigError
+
+ENV = "MU_LIGHTNING_ALLOW"
+CONFIG_PATH = "pkg://mu_lightning.conf"  # as in mu_lightning.cli's @hydra.main
+CONFIG_NAME = "config"
+
+# Hydra's instantiate keys; any other key that starts with "_" is refused (a future Hydra key, or a typo that would
+# silently do nothing).
+HYDRA_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Classes a config may name: defined in one of ``packages`` (or below), subclassing one of ``bases``.
+
+    A base is ``"module:attribute"``, looked up only once its module is imported: a class that subclasses it has
+    imported it, so the check never imports anything (Lightning, Optuna) on its own.
+    """
+
+    what: str
+    packages: tuple[str, ...]
+    bases: tuple[str, ...] = ()  # empty: any class defined there
+
+    def admits(self, obj: Any) -> bool:
+        if not isinstance(obj, type) or not _under(obj.__module__, self.packages):
+            return False
+        return not self.bases or any(b is not None and issubclass(obj, b) for b in map(_loaded, self.bases))
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("unlearners", ("mu_lightning.unlearners",), ("mu_lightning.unlearners:Unlearner",)),
+    Kind("models", ("mu_lightning.models",), ("torch.nn:Module",)),
+    Kind("stage modules", ("mu_lightning.stages",), ("lightning.pytorch:LightningModule",)),
+    Kind("callbacks", ("mu_lightning.callbacks",),
+         ("lightning.pytorch:Callback", "hydra.experimental.callback:Callback")),
+    Kind("augmentations", ("mu_lightning.data.augment",)),
+    Kind("poison manipulations", ("mu_lightning.data.poison",)),
+    Kind("torch.optim optimizers", ("torch.optim",), ("torch.optim:Optimizer",)),
+    Kind("torch.optim schedulers", ("torch.optim",),
+         ("torch.optim.lr_scheduler:LRScheduler", "torch.optim.lr_scheduler:ReduceLROnPlateau")),
+    Kind("torch.nn modules", ("torch.nn",), ("torch.nn:Module",)),
+    Kind("Lightning callbacks", ("lightning.pytorch.callbacks",), ("lightning.pytorch.callbacks:Callback",)),
+    Kind("Hydra launchers and sweepers", ("hydra._internal.core_plugins", "hydra_plugins"),
+         ("hydra.plugins.launcher:Launcher", "hydra.plugins.sweeper:Sweeper")),
+    Kind("Hydra callbacks", ("hydra.experimental.callbacks",), ("hydra.experimental.callback:Callback",)),
+    Kind("Optuna samplers", ("optuna.samplers",), ("optuna.samplers:BaseSampler",)),
+)
+
+# The project's functions that configs name (by module + qualified name); a function is never allowed by its module
+# alone, since the same modules hold helpers no config should call.
+PROJECT_FUNCTIONS = frozenset({
+    "mu_lightning.data.sources.digits",
+    "mu_lightning.data.sources.synthetic",
+    "mu_lightning.data.vision.mnist",
+    "mu_lightning.data.vision.fashion_mnist",
+    "mu_lightning.data.vision.cifar10",
+    "mu_lightning.data.vision.cifar100",
+    "mu_lightning.data.vision.svhn",
+    "mu_lightning.data.tensor_file.tensor_file",
+    "mu_lightning.data.forget.random_sample",
+    "mu_lightning.data.forget.by_class",
+    "mu_lightning.data.forget.by_entity",
+    "mu_lightning.data.forget.by_subclass",
+    "mu_lightning.data.forget.from_file",
+    "mu_lightning.data.forget.sequence",
+    "mu_lightning.data.poisoned.identified_poison",
+    "mu_lightning.loggers.csv_logger",
+    "mu_lightning.loggers.tensorboard_logger",
+    "mu_lightning.loggers.wandb_logger",
+})
+FUNCTION_KINDS = "data sources, forget requests and logger factories"
+
+# `class` and `()` in Hydra's logging configs: logging.config.dictConfig calls what they name
+# (and, from Python 3.12, `queue` and `listener` of a QueueHandler).
+LOGGING_KINDS: tuple[Kind, ...] = (
+    Kind("logging handlers, formatters and filters", ("logging", "colorlog"),
+         ("logging:Handler", "logging:Formatter", "logging:Filter")),
+    Kind("queues and queue listeners", ("queue", "logging.handlers"),
+         ("queue:Queue", "logging.handlers:QueueListener")),
+)
+LOGGING_NAMES = ("class", "()", "queue", "listener")
+LOGGING_EXT = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
+
+# What a user's `my_pkg.*` entry admits: classes of these bases defined in my_pkg (a function, or a class of another
+# kind, is named exactly instead).
+USER_BASES = ("torch.nn:Module", "lightning.pytorch:LightningModule", "lightning.pytorch:Callback",
+              "hydra.experimental.callback:Callback")
+
+# Keys that switch off a safety: key -> the only values allowed.
+SAFE_VALUES: dict[str, tuple[Any, ...]] = {
+    "weights_only": (True,),
+    "allow_pickle": (False, None),
+    "trust_remote_code": (False, None),
+}
+
+# hydra.job.env_set names that make a process (or the DDP ranks, joblib workers and SLURM jobs it starts) load code,
+# and this module's own variable.
+UNSAFE_ENV = re.compile(r"^(LD_|DYLD_|PYTHON|MU_LIGHTNING_)|PRELOAD|PLUGIN|^(PATH|BASH_ENV|ENV|PERL5OPT|PERL5LIB|"
+                        r"RUBYOPT|NODE_OPTIONS|JAVA_TOOL_OPTIONS)$", re.IGNORECASE)
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_CONTAINER_RESOLVERS = re.compile(r"\$\{\s*oc\.(create|decode)\s*:")
+
+
+def allowed_summary() -> str:
+    kinds = [k.what for k in KINDS]
+    return f"mu_lightning's {', '.join(kinds[:6])}, {FUNCTION_KINDS}; " + "; ".join(kinds[6:])
+
+
+def _hint() -> str:
+    return (f"(allowed: {allowed_summary()}; to name your own class or function, add it to the environment variable "
+            f"{ENV}, e.g. {ENV}=my_package.MyNet)")
+
+
+# --------------------------------------------------------------------------------------------------------- the check
+
+
+def check_targets(cfg: DictConfig | ListConfig) -> None:
+    """Every node of ``cfg`` (a composed config, with or without its ``hydra`` node): each ``_target_`` names an
+    allowed object canonically, no key switches off a safety, no unknown private key; under ``hydra``, also its
+    logging configs, ``job.env_set``, ``launcher.setup`` and ``sweeper.custom_search_space``. Raises ConfigError
+    naming the first offending key, the value and what is allowed."""
+    _Walker(UserAllow.from_env()).run(cfg, "")
+
+
+def check_target(path: Any, where: str = "_target_") -> Any:
+    """One ``_target_`` value: returns the object it names, or raises ConfigError (``where`` names it in the
+    message)."""
+    return _Walker(UserAllow.from_env()).target(where, path, KINDS, functions=True)
+
+
+def check_command_line(argv: Sequence[str] | None = None, *, config_path: str = CONFIG_PATH,
+                       config_name: str = CONFIG_NAME, calling_module: str = "mu_lightning.cli") -> None:
+    """Before ``hydra.main``: compose the config as Hydra will from ``argv`` (default ``sys.argv[1:]``) and check its
+    ``hydra`` subtree, which Hydra acts on before the task function (and its ``check_targets``) runs. Each value of
+    each sweep (``-m key=a,b``, ``hydra.sweeper.params``) is composed and checked on its own. A command line that
+    Hydra itself would reject (a bad override, an unknown option) is left for Hydra to report."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
+    from hydra.core.utils import setup_globals
+    from hydra.types import RunMode
+
+    args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.experimental_rerun is not None:
+        raise ConfigError(f"--experimental-rerun={args.experimental_rerun} is not allowed: it unpickles a file, which "
+                          "can run code; run the original command again instead")
+    search_path = create_automatic_config_search_path(None, calling_module, args.config_path or config_path)
+    if args.config_dir is not None:
+        from hydra.core.config_search_path import SearchPathQuery
+
+        config_dir = os.path.abspath(args.config_dir)
+        if not os.path.isdir(config_dir):
+            return  # Hydra's own message
+        search_path.prepend(provider="command-line", path=f"file://{config_dir}",
+                            anchor=SearchPathQuery(provider="schema"))
+    setup_globals()
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    name = args.config_name or config_name
+
+    def compose(overrides: list[str]) -> DictConfig | None:
+        try:
+            return loader.load_configuration(config_name=name, overrides=overrides, run_mode=RunMode.MULTIRUN,
+                                             from_shell=True, validate_sweep_overrides=False)
+        except Exception:  # noqa: BLE001 - Hydra reports its own composition errors, before running anything
+            return None
+
+    overrides = list(args.overrides)
+    cfg = compose(overrides)
+    if cfg is None:
+        return
+    walker = _Walker(UserAllow.from_env())
+    with _hydra_config(cfg):
+        walker.run(cfg.hydra, "hydra")
+
+    try:
+        parser = OverridesParser.create(config_loader=loader)
+        parsed = parser.parse_overrides(overrides)
+        params = cfg.hydra.sweeper.get("params") or {}
+        swept = parser.parse_overrides([f"{k}={v}" for k, v in params.items()]) if params else []
+    except Exception:  # noqa: BLE001 - as above
+        return
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    choices = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.GLOB_CHOICE_SWEEP)
+    for sweep in [o for o in parsed if o.is_sweep_override()] + [o for o in swept if o.is_sweep_override()]:
+        if sweep.value_type not in choices:
+            continue  # range() and interval() sweep numbers
+        try:
+            values = list(sweep.sweep_string_iterator())
+        except Exception:  # noqa: BLE001
+            continue
+        for value in values:
+            if _is_number(value):
+                continue
+            job = compose(fixed + [f"{sweep.get_key_element()}={value}"])
+            if job is not None:
+                with _hydra_config(job):
+                    _Walker(walker.allow).run(job.hydra, "hydra")
+
+
+def exit_on_unsafe_command_line(argv: Sequence[str] | None = None, **kwargs: Any) -> None:
+    """``check_command_line`` for an entry point: a refused command line prints ``error: <message>`` on stderr and
+    exits with code 2, before Hydra starts."""
+    try:
+        check_command_line(argv, **kwargs)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def guard_command_line(entry: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for the ``@hydra.main`` entry point: called from the command line (no arguments), it runs
+    ``exit_on_unsafe_command_line`` first; a call with arguments (Hydra's ``cfg_passthrough``) goes straight through.
+    """
+
+    @functools.wraps(entry)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:
+            exit_on_unsafe_command_line()
+        return entry(*args, **kwargs)
+
+    return guarded
+
+
+# ------------------------------------------------------------------------------------------------ user's allowlist
+
+
+@dataclass(frozen=True)
+class UserAllow:
+    """``MU_LIGHTNING_ALLOW``: exact objects (``pkg.mod.Name``) and packages (``pkg.*``)."""
+
+    exact: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, value: str | None = None) -> UserAllow:
+        raw = os.environ.get(ENV, "") if value is None else value
+        exact, packages = [], []
+        for entry in filter(None, re.split(r"[,\s]+", raw.strip())):
+            name = entry[:-2] if entry.endswith(".*") else entry
+            if not _DOTTED.match(name) or any(_dunder(p) for p in name.split(".")):
+                raise ConfigError(f"{ENV}={raw!r}: {entry!r} is not a dotted name (my_pkg.nets.MyNet) or a package "
+                                  "followed by .* (my_pkg.*)")
+            (packages if entry.endswith(".*") else exact).append(name)
+        return cls(tuple(exact), tuple(packages))
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return self.exact + self.packages
+
+    def admits(self, path: str, obj: Any) -> bool:
+        if path in self.exact:
+            return isinstance(obj, type | FunctionType)
+        return isinstance(obj, type) and _under(obj.__module__, self.packages) and any(
+            b is not None and issubclass(obj, b) for b in map(_loaded, USER_BASES))
+
+
+# ------------------------------------------------------------------------------------------------------- internals
+
+
+class _Unresolved:
+    def __init__(self, err: Exception, raw: str) -> None:
+        self.err, self.raw = err, raw
+
+
+class _Walker:
+    """Checks a config tree; interpolations are resolved and checked after the plain nodes, so that a node reached
+    both directly and through ``${...}`` is reported under its own path."""
+
+    def __init__(self, allow: UserAllow) -> None:
+        self.allow = allow
+        self.seen: set[int] = set()
+        self.pending: list[tuple[Any, Any, str]] = []
+
+    def run(self, node: Any, path: str) -> None:
+        self.walk(node, path)
+        while self.pending:
+            parent, key, where = self.pending.pop(0)
+            raw = str(parent._get_node(key)._value())
+            try:
+                value = parent[key]
+            except MissingMandatoryValue:
+                continue
+            except (OmegaConfBaseException, ValueError, KeyError, TypeError) as err:
+                value = _Unresolved(err, raw)
+            self.visit(key, where, value)
+
+    def walk(self, node: Any, path: str) -> None:
+        if not isinstance(node, DictConfig | ListConfig) or id(node) in self.seen:
+            return
+        self.seen.add(id(node))
+        if node._is_none() or node._is_missing() or node._is_interpolation():
+            return
+        keys: Iterable[Any] = node.keys() if isinstance(node, DictConfig) else range(len(node))
+        for key in keys:
+            where = f"{path}[{key}]" if isinstance(node, ListConfig) else f"{path}.{key}" if path else str(key)
+            child = node._get_node(key)
+            if child is not None and child._is_interpolation():
+                self.pending.append((node, key, where))
+                continue
+            try:
+                value = node[key]
+            except MissingMandatoryValue:
+                value = None
+            self.visit(key, where, value)
+
+    def visit(self, key: Any, where: str, value: Any) -> None:
+        if isinstance(key, str) and key.startswith("_") and key not in HYDRA_KEYS:
+            raise ConfigError(f"{where} is not allowed: keys starting with '_' are reserved for Hydra's "
+                              f"{', '.join(sorted(HYDRA_KEYS))}")
+        if isinstance(value, _Unresolved):
+            if self.sensitive(key, where) or _CONTAINER_RESOLVERS.search(value.raw):
+                raise ConfigError(f"{where}={value.raw!r} is not allowed: it must be checked before the run, and its "
+                                  f"interpolation does not resolve then ({_first_line(value.err)})")
+            return
+        if key == "_target_":
+            if value is not None:
+                self.target(where, value, KINDS, functions=True)
+        elif key in SAFE_VALUES:
+            if value not in SAFE_VALUES[key]:
+                allowed = " or ".join(str(v).lower() if v is not None else "null" for v in SAFE_VALUES[key])
+                raise ConfigError(f"{where}={value!r} is not allowed: it switches off a safety that the project relies "
+                                  f"on (files are never unpickled); remove it or set {allowed}")
+        if where.startswith(("hydra.hydra_logging.", "hydra.job_logging.")):
+            if key in LOGGING_NAMES and (isinstance(value, str) or key in ("class", "()")):
+                self.target(where, value, LOGGING_KINDS, functions=False)
+            elif isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_EXT:
+                raise ConfigError(f"{where}={value!r} is not allowed: a logging config may name only "
+                                  f"{' or '.join(sorted(LOGGING_EXT))} with ext://")
+        elif where.startswith("hydra.job.env_set.") and UNSAFE_ENV.search(str(key)):
+            raise ConfigError(f"{where} is not allowed: {key} can make a process load code (or widen {ENV}); set it "
+                              "in your shell instead")
+        elif where == "hydra.launcher.setup" and value:
+            raise ConfigError(f"{where} is not allowed: its shell lines would run in every SLURM job; prepare the "
+                              "job's environment outside the config (your shell profile, or a module file)")
+        elif where == "hydra.sweeper.custom_search_space" and value is not None:
+            self.target(where, value, (), functions=False)
+        self.walk(value, where)
+
+    @staticmethod
+    def sensitive(key: Any, where: str) -> bool:
+        return (key == "_target_" or key in SAFE_VALUES or where.startswith("hydra.job.env_set.")
+                or where in ("hydra.launcher.setup", "hydra.sweeper.custom_search_space")
+                or (key in LOGGING_NAMES and where.startswith(("hydra.hydra_logging.", "hydra.job_logging."))))
+
+    def target(self, where: str, path: Any, kinds: Sequence[Kind], functions: bool) -> Any:
+        """The object ``path`` names, if it is allowed; ConfigError otherwise."""
+        shown = f"{where}={path!r}"
+        if not isinstance(path, str) or not _DOTTED.match(path):
+            raise ConfigError(f"{shown} is not allowed: it must be the dotted name of a class or function "
+                              f"{_hint()}")
+        if any(_dunder(part) for part in path.split(".")):
+            raise ConfigError(f"{shown} is not allowed: it reaches a __dunder__ attribute {_hint()}")
+        roots = tuple(p for k in kinds for p in k.packages) + (
+            tuple(sorted({f.rsplit(".", 1)[0] for f in PROJECT_FUNCTIONS})) if functions else ()) + self.allow.roots
+        if not _under(path, roots):
+            raise ConfigError(f"{shown} is not allowed: it lies outside the modules configs may import from "
+                              f"{_hint()}")
+        obj = _resolve(shown, path)
+        if not (isinstance(obj, type) or callable(obj)) or not isinstance(getattr(obj, "__qualname__", None), str) \
+                or not isinstance(getattr(obj, "__module__", None), str):
+            raise ConfigError(f"{shown} is not allowed: it names {_describe(obj)}, not a class or function {_hint()}")
+        canonical = f"{obj.__module__}.{obj.__qualname__}"
+        listed = (any(k.admits(obj) for k in kinds) or (functions and canonical in PROJECT_FUNCTIONS
+                                                        and isinstance(obj, FunctionType)))
+        if not listed and not self.allow.admits(path, obj):
+            what = "class" if isinstance(obj, type) else "function"
+            raise ConfigError(f"{shown} is not allowed: it names {canonical}, which is not a {what} configs may name "
+                              f"{_hint()}")
+        if path != canonical and path not in self.allow.exact and not _reexport(path, obj):
+            raise ConfigError(f"{shown} is not allowed: it reaches {canonical} through another module's attributes; "
+                              f"name it {_spelling(obj)}")
+        return obj
+
+
+def _resolve(shown: str, path: str) -> Any:
+    from hydra._internal.utils import _locate
+
+    try:
+        return _locate(path)
+    except Exception as err:  # noqa: BLE001 - an import error of an allowed module, or a missing attribute
+        raise ConfigError(f"{shown} cannot be imported: {_first_line(err.__cause__ or err)}") from None
+
+
+def _reexport(path: str, obj: Any) -> bool:
+    """``path`` is ``<package>.<name>`` where the package lies above ``obj.__module__`` and exports it under its own
+    name (``torch.optim.SGD`` for ``torch.optim.sgd.SGD``)."""
+    parent, _, name = path.rpartition(".")
+    return (name == obj.__qualname__ and obj.__module__.startswith(parent + ".")
+            and getattr(sys.modules.get(parent), name, None) is obj)
+
+
+def _spelling(obj: Any) -> str:
+    """The shortest canonical name of ``obj``: its module's highest package that exports it, or module.qualname."""
+    parts = obj.__module__.split(".")
+    for i in range(1, len(parts)):
+        package = ".".join(parts[:i])
+        if "." not in obj.__qualname__ and getattr(sys.modules.get(package), obj.__qualname__, None) is obj:
+            return f"{package}.{obj.__qualname__}"
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def _under(name: str, packages: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def _loaded(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    return getattr(sys.modules.get(module), attr, None)
+
+
+def _dunder(part: str) -> bool:
+    return part.startswith("__") and part.endswith("__")
+
+
+def _describe(obj: Any) -> str:
+    name = getattr(obj, "__name__", None)
+    return f"the {type(obj).__name__} {name}" if isinstance(name, str) else f"a {type(obj).__name__} object"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return value.lower() in ("true", "false", "null")
+    return True
+
+
+@contextmanager
+def _hydra_config(cfg: DictConfig) -> Iterator[None]:
+    """``${hydra:...}`` resolves while the composed config is checked, as it will during the run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    try:
+        instance.set_config(cfg)
+    except Exception:  # noqa: BLE001 - a config without a usable hydra node: ${hydra:...} stays unresolved
+        pass
+    try:
+        yield
+    finally:
+        instance.cfg = previous

@@ -1,0 +1,250 @@
+"""The base of every unlearning method: turns M into M_u from the sets it reads, never seeing the gold model.
+
+To add a method ``<name>``:
+
+1. Write ``mu_lightning/unlearners/<name>.py`` with one class: a subclass of ``Unlearner`` for a method that
+   trains, of ``OneShotUnlearner`` for one that edits the weights once. Its docstring names the paper and says
+   which sets it reads (``Reads: ...``); ``reads`` declares them (split names: ``("forget", "retain")``, ...).
+2. Its ``__init__`` takes the method's hyperparameters as keyword arguments with the paper's defaults and passes
+   ``**kwargs`` on to the base (a training method's ``epochs``, ``batch_size``, ``optimizer``, ``scheduler`` and
+   ``grad_clip``; a one-shot method's ``batch_size``). These parameters are the method's config options: any other
+   key in its config is a ConfigError that lists them.
+3. A training method defines ``passes(epoch)``, what epoch ``epoch`` passes over (a tuple of ``Pass``), and
+   ``loss(batch)``, the loss of one optimizer step on ``batch = {set name: (x, y)}``. A one-shot method defines
+   ``edit(data)``. Optional: ``edit(data)`` before training too (a mask, a re-initialisation); ``sets(data, seed)``
+   to pass over sets built from the data (relabelled, mixed, noise) instead of the ``reads`` splits;
+   ``needs_frozen_original = True`` for ``self.frozen_original``; the ``check_request(data)`` classmethod to refuse
+   a forget request the method cannot serve before anything is trained.
+4. Export the class from ``mu_lightning/unlearners/__init__.py``.
+5. Write ``conf/unlearner/<name>.yaml``: a first line ``# <method> (<paper>): python train.py unlearner=<name>``,
+   ``_target_: mu_lightning.unlearners.<Class>`` and its options, saying which defaults are the paper's.
+6. Give it a row in ``tests/test_unlearners.py`` (``CATALOGUE``, which fails for a config without one) and in the
+   README's unlearner table.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from mu_lightning.data.batches import PairedBatches, TensorBatches
+from mu_lightning.data.datamodule import UnlearningDataModule
+from mu_lightning.errors import ConfigError
+from mu_lightning.stages.base import Stage
+
+Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass of an epoch: a step on each batch of the set ``over`` in turn, each step also given the next batch
+    of every set in ``alongside`` (cycled: reshuffled and restarted when it runs out).
+
+    ``Pass("retain", alongside=("forget",))`` is NegGrad+'s epoch, one pass over D_r with D_f alongside;
+    ``(Pass("forget"), Pass("retain"))`` is RL's, a D_f pass then a D_r pass. Anchoring matters: with a retain set
+    9x the forget set, a pass over the forget set runs 9x fewer steps than one over the retain set.
+    """
+
+    over: str
+    alongside: tuple[str, ...] = ()
+
+
+class EpochBatches:
+    """The training loader of an unlearner: epoch ``epoch()`` yields the batches of ``passes(epoch())`` in order.
+
+    ``len`` is the longest epoch over ``epochs`` (Lightning reads it once; a shorter epoch ends when its iterator
+    does); ``total`` counts the batches of all epochs.
+    """
+
+    def __init__(self, sets: dict[str, TensorBatches], passes: Callable[[int], tuple[Pass, ...]], epochs: int,
+                 epoch: Callable[[], int]):
+        self.sets, self.passes, self.epoch, self.epochs = sets, passes, epoch, max(int(epochs), 1)
+        for e in range(self.epochs):
+            for named in passes(e):
+                missing = [n for n in (named.over, *named.alongside) if n not in sets]
+                if missing:
+                    raise ValueError(f"passes({e}) names {missing}, which are not among the sets {sorted(sets)}")
+
+    def epoch_length(self, epoch: int) -> int:
+        return sum(len(self.sets[named.over]) for named in self.passes(epoch))
+
+    @property
+    def total(self) -> int:
+        return sum(self.epoch_length(e) for e in range(self.epochs))
+
+    def __len__(self) -> int:
+        return max(self.epoch_length(e) for e in range(self.epochs))
+
+    def __iter__(self) -> Iterator[Batch]:
+        for named in self.passes(self.epoch()):
+            yield from PairedBatches({n: self.sets[n] for n in (named.over, *named.alongside)}, anchor=named.over)
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside the block, and back in the mode it was in (train or eval) after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``module`` in eval mode with no gradients, in place: a fixed reference network."""
+    return module.eval().requires_grad_(False)
+
+
+def reinitialise(module: nn.Module) -> nn.Module:
+    """Draw fresh weights for every layer of ``module`` that knows how (``reset_parameters``), in place.
+
+    Bad Teacher's incompetent teacher and EU-k's re-initialised blocks both need a random init of a given shape.
+    """
+    for layer in module.modules():
+        if callable(getattr(layer, "reset_parameters", None)):
+            layer.reset_parameters()
+    return module
+
+
+class Unlearner(Stage):
+    """Base class of every unlearning method (``conf/unlearner/<name>.yaml`` names a subclass); see this module's
+    docstring for the steps to add one.
+
+    ``unlearn`` runs ``edit(data)`` and then ``epochs`` epochs of training, each made of ``passes(epoch)`` over
+    ``sets(data, seed)`` with one optimizer step on ``loss(batch)`` per batch. ``model`` already holds M's weights
+    when the method receives it; ``frozen_original`` is a frozen copy of M for methods that set
+    ``needs_frozen_original``. The config options of a method are the keyword parameters of its ``__init__``
+    (``options()``); ``self.data`` is the datamodule being served, for a method's own use during training.
+    """
+
+    reads: ClassVar[tuple[str, ...]] = ("forget", "retain")
+    needs_frozen_original: ClassVar[bool] = False
+
+    def __new__(cls, *args, **kwargs):
+        cls.check_options(kwargs.keys() - {"model"})  # here, before any __init__ of the chain sees them
+        return super().__new__(cls)
+
+    def __init__(self, model: nn.Module, epochs: int = 1, batch_size: int = 64, optimizer=None, scheduler=None,
+                 grad_clip: float | None = None):
+        if epochs > 0 and optimizer is None:
+            raise ValueError(f"{type(self).__name__} trains for {epochs} epochs and needs an optimizer")
+        super().__init__(model, epochs, batch_size, optimizer, scheduler, grad_clip)
+        # kept out of the module tree: not trained, not saved, not counted as the model's parameters
+        self._frozen = [freeze(copy.deepcopy(model))] if self.needs_frozen_original else []
+
+    @classmethod
+    def options(cls) -> list[str]:
+        """The config keys the method takes: the keyword parameters of its ``__init__``, and of each base's
+        ``__init__`` that the one below passes ``**kwargs`` on to."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            params = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]  # after self
+            names += [p.name for p in params if p.name != "model" and p.name not in names
+                      and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                break
+        return names
+
+    @classmethod
+    def check_options(cls, keys) -> None:
+        """Raise ConfigError naming the keys that are not among the method's ``options()``."""
+        unknown = sorted(set(keys) - set(cls.options()))
+        if unknown:
+            listed = ", ".join(f"unlearner.{k}" for k in unknown)
+            raise ConfigError(f"{listed} {'is not an option' if len(unknown) == 1 else 'are not options'} of "
+                              f"{cls.__name__} (its options: {', '.join(cls.options()) or 'none'})")
+
+    @property
+    def frozen_original(self) -> nn.Module:
+        """M as the method received it, in eval mode and without gradients."""
+        if not self._frozen:  # not AttributeError: nn.Module.__getattr__ would replace the message with its own
+            raise TypeError(f"{type(self).__name__} does not set needs_frozen_original = True")
+        return self._frozen[0]
+
+    def on_fit_start(self) -> None:
+        for module in self._frozen:
+            module.to(self.device)
+
+    def unlearn(self, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer], seed: int) -> None:
+        """Run the method: the one-shot ``edit`` first, then ``epochs`` epochs of ``passes`` over ``sets``.
+
+        ``planned_steps`` is then the number of optimizer steps the epochs hold (SalUn-soft's schedule length).
+        """
+        self.check_request(data)
+        self.data = data
+        self.edit(data)
+        if self.epochs > 0:
+            batches = EpochBatches(self.sets(data, seed), self.passes, self.epochs, epoch=lambda: self.current_epoch)
+            self.planned_steps = batches.total
+            make_trainer(self.epochs).fit(self, train_dataloaders=self.chunks(batches))
+
+    @classmethod
+    def check_request(cls, data: UnlearningDataModule) -> None:
+        """Raise ConfigError if the method cannot serve this forget request; called before any training."""
+
+    def edit(self, data: UnlearningDataModule) -> None:
+        """One-shot weight edit before any training loop; the default does nothing."""
+
+    def sets(self, data: UnlearningDataModule, seed: int) -> dict[str, TensorBatches]:
+        """The named sets the passes go over: by default each split of ``reads``, shuffled with seed ``seed + i``
+        for the i-th and augmented."""
+        return {name: data.batches(name, self.batch_size, shuffle=True, seed=seed + i, augment=True)
+                for i, name in enumerate(self.reads)}
+
+    def passes(self, epoch: int) -> tuple[Pass, ...]:
+        """What epoch ``epoch`` (from 0) passes over, in order: every training method says."""
+        raise NotImplementedError(f"{type(self).__name__} trains for {self.epochs} epochs but defines no passes()")
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} trains for {self.epochs} epochs but defines no loss()")
+
+    def train_step(self, batch: Batch) -> None:
+        self.step(self.loss(batch))
+
+    def last_linear(self) -> nn.Linear:
+        """The model's classifier head: its last ``nn.Linear`` (Fisher's last-layer rule, Boundary Expand's head)."""
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise TypeError(f"{type(self).__name__} needs a model whose classifier head is an nn.Linear")
+        return linears[-1]
+
+    def per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{name: [n, *shape]}``: the gradient of CE(f(x_i), y_i) for each sample, in eval mode (torch.func vmap).
+
+        One vectorised call instead of n backward passes: Fisher forgetting and IU need per-sample gradients.
+        """
+        params = {k: p.detach() for k, p in self.model.named_parameters() if p.requires_grad}
+        buffers = dict(self.model.named_buffers())
+
+        def sample_loss(p, xi, yi):
+            return F.cross_entropy(functional_call(self.model, (p, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+        with eval_mode(self.model):
+            return vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
+
+
+class OneShotUnlearner(Unlearner):
+    """A method that edits M's weights once, in ``edit(data)``, with no training loop (Fisher, IU, SSD).
+
+    Its options are its own keyword parameters and ``batch_size`` (samples per gradient computation: memory, not
+    the result); it takes no ``epochs`` and no optimizer.
+    """
+
+    def __init__(self, model: nn.Module, batch_size: int = 64):
+        super().__init__(model, epochs=0, batch_size=batch_size)
+
+    def edit(self, data: UnlearningDataModule) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is a one-shot method but defines no edit()")
