@@ -196,34 +196,23 @@ def check_command_line(argv: Sequence[str] | None = None, *, config_path: str = 
     ``hydra`` subtree, which Hydra acts on before the task function (and its ``check_targets``) runs. Each value of
     each sweep (``-m key=a,b``, ``hydra.sweeper.params``) is composed and checked on its own. A command line that
     Hydra itself would reject (a bad override, an unknown option) is left for Hydra to report."""
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import ValueType
-    from hydra.core.utils import setup_globals
-    from hydra.types import RunMode
+    from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.experimental_rerun is not None:
         raise ConfigError(f"--experimental-rerun={args.experimental_rerun} is not allowed: it unpickles a file, which "
                           "can run code; run the original command again instead")
-    search_path = create_automatic_config_search_path(None, calling_module, args.config_path or config_path)
-    if args.config_dir is not None:
-        from hydra.core.config_search_path import SearchPathQuery
-
-        config_dir = os.path.abspath(args.config_dir)
-        if not os.path.isdir(config_dir):
-            return  # Hydra's own message
-        search_path.prepend(provider="command-line", path=f"file://{config_dir}",
-                            anchor=SearchPathQuery(provider="schema"))
-    setup_globals()
-    loader = ConfigLoaderImpl(config_search_path=search_path)
-    name = args.config_name or config_name
+    loader = _config_loader(args, calling_module, config_path)
+    if loader is None:
+        return  # a --config-dir that does not exist: Hydra's own message
 
     def compose(overrides: list[str]) -> DictConfig | None:
+        from hydra.types import RunMode
+
         try:
-            return loader.load_configuration(config_name=name, overrides=overrides, run_mode=RunMode.MULTIRUN,
-                                             from_shell=True, validate_sweep_overrides=False)
+            return loader.load_configuration(config_name=args.config_name or config_name, overrides=overrides,
+                                             run_mode=RunMode.MULTIRUN, from_shell=True,
+                                             validate_sweep_overrides=False)
         except Exception:  # noqa: BLE001 - Hydra reports its own composition errors, before running anything
             return None
 
@@ -234,30 +223,52 @@ def check_command_line(argv: Sequence[str] | None = None, *, config_path: str = 
     walker = _Walker(UserAllow.from_env())
     with _hydra_config(cfg):
         walker.run(cfg.hydra, "hydra")
+    for job in _sweep_jobs(loader, overrides, cfg, compose):
+        with _hydra_config(job):
+            _Walker(walker.allow).run(job.hydra, "hydra")
+
+
+def _config_loader(args: Any, calling_module: str, config_path: str) -> Any:
+    """Hydra's config loader over the search path ``hydra.main`` would build (``--config-dir`` first), or None."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_automatic_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.utils import setup_globals
+
+    search_path = create_automatic_config_search_path(None, calling_module, args.config_path or config_path)
+    if args.config_dir is not None:
+        config_dir = os.path.abspath(args.config_dir)
+        if not os.path.isdir(config_dir):
+            return None
+        search_path.prepend(provider="command-line", path=f"file://{config_dir}",
+                            anchor=SearchPathQuery(provider="schema"))
+    setup_globals()
+    return ConfigLoaderImpl(config_search_path=search_path)
+
+
+def _sweep_jobs(loader: Any, overrides: list[str], cfg: DictConfig, compose) -> Iterator[DictConfig]:
+    """The config of each non-numeric value of each choice sweep (command line and ``hydra.sweeper.params``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ValueType
 
     try:
         parser = OverridesParser.create(config_loader=loader)
         parsed = parser.parse_overrides(overrides)
         params = cfg.hydra.sweeper.get("params") or {}
         swept = parser.parse_overrides([f"{k}={v}" for k, v in params.items()]) if params else []
-    except Exception:  # noqa: BLE001 - as above
+    except Exception:  # noqa: BLE001 - Hydra reports its own parse errors
         return
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     choices = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.GLOB_CHOICE_SWEEP)
-    for sweep in [o for o in parsed if o.is_sweep_override()] + [o for o in swept if o.is_sweep_override()]:
-        if sweep.value_type not in choices:
-            continue  # range() and interval() sweep numbers
+    for sweep in [o for o in parsed + swept if o.is_sweep_override() and o.value_type in choices]:
         try:
             values = list(sweep.sweep_string_iterator())
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - range() and interval() sweep numbers
             continue
         for value in values:
-            if _is_number(value):
-                continue
-            job = compose(fixed + [f"{sweep.get_key_element()}={value}"])
+            job = None if _is_number(value) else compose(fixed + [f"{sweep.get_key_element()}={value}"])
             if job is not None:
-                with _hydra_config(job):
-                    _Walker(walker.allow).run(job.hydra, "hydra")
+                yield job
 
 
 def exit_on_unsafe_command_line(argv: Sequence[str] | None = None, **kwargs: Any) -> None:
