@@ -2,30 +2,49 @@
 that names the option, the bad value and what is allowed.
 
 The pipeline calls ``check_config`` first (the config alone: targets, recipe numbers, metric tier, objective,
-threads, DDP strategy, run directory), then builds the data (forget selectors and the datamodule check their own
-arguments as they are made) and calls ``check_data`` (data, forget requests, unlearner and model agree; the stage
-cache's directory). A check that belongs to another module lives there and is called from here.
+threads, DDP strategy, run directory), then builds the data (``check_poison`` on the training-set manipulation
+first; forget selectors and the datamodule check their own arguments as they are made) and calls ``check_data``
+(data, forget requests, unlearner and model agree; the stage cache's directory). A check that belongs to another
+module lives there and is called from here.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
+from mu_lightning.api import load_weights
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.forget import by_class
-from mu_lightning.distributed import check_strategy
+from mu_lightning.distributed import SINGLE, check_strategy
 from mu_lightning.errors import ConfigError
 from mu_lightning.files import check_writable
 from mu_lightning.hpo import check_objective
 from mu_lightning.metrics import check_config as check_metric_config
-from mu_lightning.threads import check_threads
 from mu_lightning.targets import check_targets
-from mu_lightning.unlearners import Unlearner
+from mu_lightning.threads import check_threads
+from mu_lightning.unlearners import BoundaryExpand, CFk, Fisher, Unlearner
+from mu_lightning.unlearners.cf_k import blocks
 
-POSITIVE = {"lr", "batch_size"}
+POSITIVE = {"lr", "batch_size", "checkpoint_every"}
 NON_NEGATIVE = {"epochs", "weight_decay", "momentum", "grad_clip"}
+# options that must be integers (never a fraction silently truncated) ...
+INTEGER = {"epochs", "batch_size", "num_samples", "every_n_steps", "seeds", "count", "msteps", "noise_steps",
+           "noise_copies", "noise_batch_size", "repair_epochs", "impair_epochs", "retain_per_class", "k", "padding",
+           "num_entities", "max_epochs", "n_trials", "n_jobs", "checkpoint_every"}
+# ... and those that must be numbers at all; every number anywhere in the config must be finite
+NUMBER = POSITIVE | NON_NEGATIVE | INTEGER | {
+    "alpha", "gamma", "temperature", "retain_fraction", "noise_lr", "mask_ratio", "eps", "damping",
+    "dampening_constant", "selection_weighting", "fraction", "test_fraction", "val_fraction"}
+HEAD_READERS = (Fisher, BoundaryExpand)  # the methods that call Unlearner.last_linear()
+CHECKPOINTS = ("original", "gold", "unlearned")  # <name>.checkpoint: a model made elsewhere
+MAX_SEED = 2**32 - 1  # what torch and numpy generators accept
+PIPELINE_SETS = ("max_epochs", "logger", "callbacks", "default_root_dir")  # Trainer arguments the pipeline passes
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -33,6 +52,7 @@ def check_config(cfg: DictConfig) -> None:
     sweep objective, ``threads``, the DDP strategy and the run directory."""
     check_targets(cfg)  # what each _target_ resolves to, and no switched-off safety (targets.py)
     _check_node(cfg, "")
+    check_trainer(cfg)
     check_metric_config(cfg.metric)
     check_objective(cfg)
     check_threads(cfg)
@@ -41,29 +61,136 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _check_node(node, path: str) -> None:
+    """Every option below ``node`` (not ``hydra.*``): numbers finite, of the right kind and in range."""
     if isinstance(node, DictConfig):
         for key in node.keys():
             where = f"{path}.{key}" if path else str(key)
-            value = node._get_node(key)._value()
-            if key in POSITIVE and isinstance(value, int | float) and not isinstance(value, bool) and value <= 0:
-                raise ConfigError(f"{where}={value} must be > 0")
-            elif key in NON_NEGATIVE and isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ConfigError(f"{where}={value} must be >= 0")
-            elif key != "hydra":
-                _check_node(node[key], where)
+            if key == "hydra":
+                continue
+            value = _plain_value(node, key)
+            if isinstance(value, DictConfig | ListConfig) and key not in NUMBER and not str(key).endswith("seed"):
+                _check_node(value, where)
+            else:
+                _check_number(str(key), where, value)
     elif isinstance(node, ListConfig):
-        for i, item in enumerate(node):
-            _check_node(item, f"{path}[{i}]")
+        for i in range(len(node)):
+            value = _plain_value(node, i)
+            if isinstance(value, DictConfig | ListConfig):
+                _check_node(value, f"{path}[{i}]")
+            else:
+                _check_number("", f"{path}[{i}]", value)
+
+
+def _plain_value(node, key):
+    """The option's value, interpolations resolved where they can be (``${hydra:...}`` cannot be in tests)."""
+    try:
+        return node[key]
+    except Exception:  # noqa: BLE001 - an interpolation only Hydra's runtime can resolve: not a number
+        return None
+
+
+def _check_number(key: str, where: str, value) -> None:
+    """One leaf: finite if a number; a number (or null) where ``NUMBER`` or a seed wants one; its range."""
+    is_seed = key == "seed" or key.endswith("_seed")
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if is_number and not math.isfinite(value):
+        raise ConfigError(f"{where}={value} is not a finite number")
+    if value is None or not (key in NUMBER or is_seed):
+        return
+    if not is_number:
+        raise ConfigError(f"{where}={value!r} is not a number: {where} takes {_kind(key, is_seed)}")
+    if (key in INTEGER or is_seed) and not isinstance(value, int):
+        raise ConfigError(f"{where}={value} is not allowed: {where} takes {_kind(key, is_seed)}")
+    if is_seed and not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{where}={value} is out of range: seeds are integers from 0 to {MAX_SEED}")
+    if key in POSITIVE and value <= 0:
+        raise ConfigError(f"{where}={value} must be > 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{where}={value} must be >= 0")
+
+
+def _kind(key: str, is_seed: bool) -> str:
+    return "a seed (an integer >= 0)" if is_seed else "an integer" if key in INTEGER else "a number"
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """``cfg.trainer`` holds only Lightning ``Trainer`` arguments the pipeline does not set itself, and a GPU
+    accelerator only where torch sees a GPU."""
+    import lightning as L
+
+    allowed = set(inspect.signature(L.Trainer.__init__).parameters) - {"self", *PIPELINE_SETS}
+    for key in cfg.trainer:
+        if key in PIPELINE_SETS:
+            raise ConfigError(f"trainer.{key} is set by the pipeline for each stage: set train.epochs / "
+                              "unlearner.epochs, logger=..., callbacks.<name>=... or hydra.run.dir=... instead")
+        if key not in allowed:
+            raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer (see "
+                              "https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags)")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but torch sees no GPU here "
+                          f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}): use trainer=cpu "
+                          "or trainer=ddp_cpu")
+    if cfg.trainer.get("strategy", "auto") in SINGLE:  # DDP strategies are checked by check_strategy
+        try:
+            L.Trainer(**{**OmegaConf.to_container(cfg.trainer, resolve=True), "enable_progress_bar": False},
+                      logger=False)
+        except Exception as err:  # noqa: BLE001 - Lightning refuses bad values with several error types
+            raise ConfigError(f"Lightning's Trainer refuses the trainer settings: {str(err).splitlines()[0]}") from None
 
 
 def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
     """The dataset config, the loaded data, the forget requests, the unlearner and the model agree; the stage cache
     (``cache=true``) can write its directory."""
     _check_samples(cfg, data)
+    _check_test_split(cfg, data)
     _check_requests(cfg, data)
     _check_model(cfg, data.samples.x)
+    _check_model_fits_method(cfg)
+    _check_checkpoints(cfg, data)
     if cfg.cache:
         check_writable(cfg.paths.cache_dir, "paths.cache_dir", "choose another directory or run with cache=false")
+
+
+def _check_model_fits_method(cfg: DictConfig) -> None:
+    """What the unlearner reads of the model (docs/checkpoints.md, "Your own architecture"): Fisher and Boundary
+    Expand its classifier head, the last ``nn.Linear``, with ``num_classes`` outputs; CF-k and EU-k ``k`` blocks."""
+    method, model = get_class(cfg.unlearner._target_), instantiate(cfg.model)
+    name = f"model={cfg.model._target_.rsplit('.', 1)[-1]}"
+    if issubclass(method, HEAD_READERS):
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears or linears[-1].out_features != cfg.dataset.num_classes:
+            found = f"its last nn.Linear has {linears[-1].out_features} outputs" if linears else "it has no nn.Linear"
+            raise ConfigError(f"unlearner={method.__name__} reads the classifier head, the model's last nn.Linear with "
+                              f"dataset.num_classes={cfg.dataset.num_classes} outputs, but in {name} {found}")
+    if issubclass(method, CFk):
+        k, found = cfg.unlearner.get("k", 1), len(blocks(model))
+        if isinstance(k, int) and not 1 <= k <= found:
+            raise ConfigError(f"unlearner.k={k} is out of range: {name} has {found} blocks (top-level children with "
+                              f"parameters), so k must be an integer with 1 <= k <= {found}")
+
+
+def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule) -> None:
+    """Each ``<model>.checkpoint`` fits the configured model (names and shapes); a model made elsewhere serves one
+    forget request, and an unlearned one cannot give the ``seeds`` tier its other unlearning seeds."""
+    given = {name: OmegaConf.select(cfg, f"{name}.checkpoint") for name in CHECKPOINTS}
+    for name in ("gold", "unlearned"):
+        if given[name] and len(data.requests) > 1:
+            raise ConfigError(f"{name}.checkpoint={given[name]} is one model, but forget=sequential makes "
+                              f"{len(data.requests)} requests, each with its own {name} model: give one request")
+    if given["unlearned"] and cfg.metric.tier == "seeds":
+        raise ConfigError(f"unlearned.checkpoint={given['unlearned']} with metric=seeds: that tier runs the "
+                          "unlearner with more seeds, which a model made elsewhere has not; use metric=full or fast")
+    for name, path in given.items():
+        if path:
+            load_weights(instantiate(cfg.model), path, f"{name}.checkpoint")
+
+
+def check_poison(cfg: DictConfig, poison) -> None:
+    """A training-set manipulation (``poison=...``, already built, so its own settings are checked) fits the
+    dataset's ``num_classes`` and image size, before any data loads; None (no ``poison`` group) fits anything."""
+    if poison is not None:
+        poison.check_fits(int(cfg.dataset.num_classes), tuple(cfg.dataset.input_shape)[-2:])
 
 
 def _check_samples(cfg: DictConfig, data: UnlearningDataModule) -> None:
@@ -74,6 +201,15 @@ def _check_samples(cfg: DictConfig, data: UnlearningDataModule) -> None:
     if data.num_classes > cfg.dataset.num_classes:
         raise ConfigError(f"dataset.num_classes={cfg.dataset.num_classes} but the labels go up to "
                           f"{data.num_classes - 1}")
+
+
+def _check_test_split(cfg: DictConfig, data: UnlearningDataModule) -> None:
+    """Every model is evaluated on the test split: it must hold samples (``val`` may be empty)."""
+    if len(data.ids["test"]) == 0:
+        where = ("the dataset's own test split (split == 1) is empty" if data.samples.split is not None else
+                 f"dataset.test_fraction={cfg.dataset.test_fraction} gives it 0 of {len(data.samples.y)} samples")
+        raise ConfigError(f"the test split is empty: {where}; the models could not be evaluated. Use a "
+                          "dataset.test_fraction that gives at least one sample")
 
 
 def _check_requests(cfg: DictConfig, data: UnlearningDataModule) -> None:

@@ -2,43 +2,106 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mu_lightning.errors import ConfigError
+from mu_lightning import console
+from mu_lightning.errors import ConfigError, RunFault
+from mu_lightning.files import check_dir_overrides
 from mu_lightning.targets import guard_command_line
 
 log = logging.getLogger("mu_lightning")
 
 
+def _guard_run_dirs(entry: Callable[..., Any]) -> Callable[..., Any]:
+    """From the command line, a run or sweep directory that cannot be written is a ConfigError (exit code 2) before
+    Hydra tries to create it (``files.check_dir_overrides``)."""
+
+    @functools.wraps(entry)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:
+            try:
+                check_dir_overrides(sys.argv[1:])
+            except ConfigError as err:
+                print(f"error: {err}", file=sys.stderr)
+                sys.exit(2)
+        return entry(*args, **kwargs)
+
+    return guarded
+
+
 @guard_command_line  # Hydra acts on its own settings before main runs: check them first (targets.py)
+@_guard_run_dirs
 @hydra.main(version_base="1.3", config_path="pkg://mu_lightning.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Run one experiment; returns the configured ``objective`` (for a sweeper such as Optuna), or None."""
+    return execute(cfg)
+
+
+def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
+    """``pipeline.run`` on ``cfg`` (after ``prepare``, eval.py's: ``eval_cli.evaluation_config``) with the command
+    line's error handling: a ConfigError exits with code 2, an OSError with 1, both before any training."""
     from mu_lightning import distributed, hpo
     from mu_lightning.pipeline import run  # imported here so --help and config errors answer fast
 
-    ok = False
+    ok, interrupted = False, _watch_ctrl_c()
     try:
-        results = run(cfg)  # None on DDP ranks > 0
+        console.label_job_logs()  # sweep jobs: "#3 finetune" before each log line
+        console.show_config(cfg)  # extras.print_config
+        results = run(prepare(cfg) if prepare else cfg)  # None on DDP ranks > 0
         ok = True
         return hpo.objective_value(cfg, results)
-    except (ConfigError, OSError) as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job and the sweep goes on with the others
-        if isinstance(err, ConfigError):
-            log.error("error: %s", err)
-            sys.exit(2)
-        log.error("error: %s (%s); the stage cache is unaffected", err.strerror, err.filename)
-        sys.exit(1)
+    except BaseException as err:  # noqa: BLE001 - Lightning turns Ctrl-C into SystemExit(1); sorted out below
+        code = _exit_code(err, interrupted, distributed.rank_lost(err))
+        if code is None or (code != 130 and HydraConfig.get().mode == RunMode.MULTIRUN):
+            raise  # not ours to word; in a sweep Hydra records the failed job and the sweep goes on with the others
+        sys.exit(code)
     finally:
         distributed.finish(ok)  # DDP: end this job's process group so a sweep's next job starts fresh ranks
 
+
+def _watch_ctrl_c() -> list[bool]:
+    """A list that gets an entry when Ctrl-C (SIGINT) arrives; the interrupt itself goes on as usual."""
+    seen: list[bool] = []
+
+    def note(signum, frame):
+        seen.append(True)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    return seen
+
+
+def _exit_code(err: BaseException, interrupted: list[bool], rank_lost: bool) -> int | None:
+    """Log the one-paragraph message for ``err`` and return the exit code (2 bad input, 1 fault, 130 Ctrl-C); None
+    for an error that is not a known kind (its traceback is the message)."""
+    if interrupted or isinstance(err, KeyboardInterrupt):
+        log.error("error: interrupted (Ctrl-C): no results.json was written; stage-cache entries already stored "
+                  "stay valid and the stage that was training was not stored")
+        return 130
+    if isinstance(err, ConfigError | RunFault):
+        log.error("error: %s", err)
+        return 2 if isinstance(err, ConfigError) else 1
+    if isinstance(err, OSError):
+        log.error("error: %s (%s); no results.json was written and the stage cache is unaffected",
+                  err.strerror or err, err.filename or "no file named")
+        return 1
+    if rank_lost:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        log.error("error: another DDP rank stopped while the ranks worked together (%s: %s); no results.json was "
+                  "written and stage-cache entries already stored stay valid. Its log is the run directory's "
+                  "*_rank<N>.log", type(err).__name__, first)
+        return 1
+    return None
 
 if __name__ == "__main__":
     main()

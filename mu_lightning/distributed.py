@@ -156,6 +156,13 @@ def _watch(children: list[subprocess.Popen], finishing: threading.Event) -> None
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+def rank_lost(err: BaseException) -> bool:
+    """Whether ``err`` is what a collective raises when a peer rank stopped: a RuntimeError (gloo, NCCL) while this
+    process is one of several DDP ranks. ``cli`` words it as a fault instead of gloo's traceback."""
+    several = bool(_ranks.children) or (dist.is_initialized() and dist.get_world_size() > 1)
+    return isinstance(err, RuntimeError) and several
+
+
 def rank() -> int:
     """This process's global rank; kept after the group ends early (``join_evaluation``) until ``finish``."""
     return dist.get_rank() if dist.is_initialized() else _ranks.rank

@@ -1,10 +1,12 @@
-"""File helpers shared by the stage cache, the dataset archives and the run directory: digests, atomic writes and
-the writable-directory check."""
+"""File helpers shared by the stage cache, the dataset archives and the run directory: digests, atomic writes, the
+writable-directory check and the setting aside of an earlier run's outputs."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,9 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
+LOW_SPACE = 16 << 20  # bytes free below which a failed write is reported as a full disk
+
+
 def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """``write(f)`` into a temporary file next to ``path``, synced and renamed into place: readers see the old file
     or the whole new one, never a part."""
@@ -33,6 +38,11 @@ def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except RuntimeError as err:  # torch.save words a failed write in its own terms ("PytorchStreamWriter failed")
+        Path(tmp).unlink(missing_ok=True)
+        full = shutil.disk_usage(path.parent).free < LOW_SPACE
+        raise OSError(errno.ENOSPC if full else errno.EIO, os.strerror(errno.ENOSPC) if full else
+                      f"writing failed ({str(err).splitlines()[0][:120]})", str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -47,3 +57,32 @@ def check_writable(path: str | os.PathLike, option: str, advice: str) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"{option}={root} is not writable ({err.strerror}); {advice}") from None
+
+
+# what a run writes into its directory (Hydra's own .hydra/ and *.log are its business): set aside before a rerun
+RUN_OUTPUTS = ("results.json", "logits.pt", "unlearned.pt", "*ids*.txt", "csv", "tensorboard", "wandb",
+               "lightning_logs", "previous")
+
+
+def set_aside_previous(run_dir: str | os.PathLike) -> Path | None:
+    """Move an earlier run's outputs in ``run_dir`` into ``run_dir/previous/`` (an older ``previous/`` moves inside
+    the new one, so nothing is deleted); the new run then never sits beside files of another. Returns the folder,
+    or None when there was nothing to move."""
+    root = Path(run_dir)
+    found = sorted({p for pattern in RUN_OUTPUTS for p in root.glob(pattern)})
+    if not found:
+        return None
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".previous."))
+    for path in found:
+        shutil.move(str(path), str(staging / path.name))
+    staging.replace(root / "previous")
+    return root / "previous"
+
+
+def check_dir_overrides(argv: list[str]) -> None:
+    """A ``hydra.run.dir=`` or ``hydra.sweep.dir=`` on the command line names a directory this process can write
+    (Hydra creates it before the run starts, with a traceback when it cannot); interpolated values are left to Hydra."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir") and "${" not in value:
+            check_writable(value.strip("'\""), key, "choose a directory you can write")

@@ -10,33 +10,47 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.seed import isolate_rng
 from omegaconf import DictConfig, OmegaConf
 
-from mu_lightning import distributed
+from mu_lightning import debug, distributed
 from mu_lightning import loggers as logger_factories
+from mu_lightning.api import load_weights, run_unlearner, score
 from mu_lightning.cache import StageCache, cache_key
+from mu_lightning.callbacks import configured
 from mu_lightning.callbacks.monitor import StageMonitor
-from mu_lightning.checks import check_config, check_data
+from mu_lightning.callbacks.progress import StageProgressBar
+from mu_lightning.checks import check_config, check_data, check_poison
 from mu_lightning.data import UnlearningDataModule
-from mu_lightning.errors import ConfigError
-from mu_lightning.files import atomic_write
-from mu_lightning.metrics import EvalContext, evaluate
+from mu_lightning.errors import ConfigError, RunFault
+from mu_lightning.files import atomic_write, set_aside_previous
+from mu_lightning.metrics import EvalContext
+from mu_lightning.metrics.corrective import TABLE_COLUMNS
 from mu_lightning.stages import ClassifierModule
+from mu_lightning.stages.classifier import resumable
 from mu_lightning.threads import cpu_threads
 from mu_lightning.unlearners import Unlearner
 
 log = logging.getLogger(__name__)
 
-STAGE_SPLIT = {"original": "train", "gold": "retain"}  # the set each trained stage learns from
+STAGE_SPLIT = {"original": "train", "gold": "retain", "clean": "clean"}  # the set each trained stage learns from
+# trainer settings that only change what is shown or where files go, never the weights: left out of cache keys
+TRAINER_NOT_IN_KEY = ("enable_progress_bar", "enable_model_summary", "enable_checkpointing", "log_every_n_steps",
+                      "logger", "default_root_dir", "profiler", "barebones")
+CHANCE_MARGIN = 0.05  # an accuracy within this of 1/num_classes is "at chance" (docs/metrics.md §9)
+CALIBRATION_STEPS, CALIBRATION_SECONDS = 300, 1.0  # the most a calibration of the gold recipe runs (gold_timing)
 PACKAGES = ("mu_lightning", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "scikit-learn")
 
 
@@ -47,6 +61,7 @@ class StageResult:
     model: torch.nn.Module
     facts: dict[str, Any]
     seconds: float
+    references: dict[str, torch.nn.Module] = dataclasses.field(default_factory=dict)  # more models to evaluate with
 
 
 @dataclass
@@ -61,10 +76,12 @@ class RequestResult:
     stages: dict[str, dict[str, Any]]
     sizes: dict[str, int]
     ctx: EvalContext | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         """The request as results.json lists it under ``requests``."""
-        return {"sizes": self.sizes, "metrics": self.metrics, "seconds": self.seconds, "stages": self.stages}
+        return {"sizes": self.sizes, "metrics": self.metrics, "seconds": self.seconds, "stages": self.stages,
+                "warnings": self.warnings}
 
     def numbers_only(self) -> RequestResult:
         return dataclasses.replace(self, ctx=None)
@@ -81,8 +98,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     write_forget_ids(cfg, data)
 
     # 2. original M on D, looked up in the stage cache first
-    cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache)
+    cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache, shapes=_shapes(_build_model(cfg)))
     original = trained_model(cfg, data, cache, "original", cfg.seed)
+    references = {"original": original, **clean_model(cfg, data, cache)}  # + the clean model when poison=...
 
     # 3-5. each request in turn: its gold M_g (same recipe and seed, on what is left), M_u from the model the previous
     # request left (M for the first), evaluation against this request's gold
@@ -90,9 +108,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     for k in range(n):
         view, label, last = data.request(k), request_label(k, n), k == n - 1
         gold = trained_model(cfg, view, cache, "gold", cfg.seed, label)
-        with stage_loggers(cfg, f"unlearn{label}") as loggers:  # M_u's training, then the request's metrics
-            unlearned = unlearned_model(cfg, view, start, cfg.unlearn_seed, loggers)  # sees D_f and D_r, never M_g
-            stages = {"original": original, "gold": gold, "unlearn": unlearned}
+        gold.facts["timing"] = gold_timing(cfg, view, gold.facts)  # the gold time a speed-up may be compared with
+        with stage_loggers(cfg, f"unlearn{label}", cfg.seed) as loggers:  # M_u's training, the request's metrics
+            # the unlearner sees D_f and D_r, never M_g; the stage's monitors get M_g as a reference line
+            unlearned = unlearned_model(cfg, view, start, cfg.unlearn_seed, loggers, f"unlearn{label}", gold.model)
+            stages = {**references, "gold": gold, "unlearn": unlearned}
             request = evaluated(cfg, view, cache, label, start, stages, loggers, more_to_train=not last)
             if request is None or (last and not distributed.is_main()):
                 return None  # DDP rank > 0: rank 0 alone evaluates (or writes) from here (distributed.py)
@@ -109,19 +129,26 @@ def start_up(cfg: DictConfig) -> None:
     """Before any data loads: quiet Lightning, check the config, set the CPU threads, start the DDP ranks (which run
     ``run`` too: distributed.py)."""
     quiet_lightning()
+    debug.apply_epochs(cfg)  # debug.epochs: before the checks, so they see the epochs that will run
     check_config(cfg)
+    configured.check(cfg)  # the callbacks group: targets, stages, monitored keys
     if threads := cpu_threads(cfg):
         torch.set_num_threads(threads)
     distributed.launch(cfg)
+    if distributed.is_main() and (moved := set_aside_previous(cfg.paths.output_dir)):
+        log.warning("%s held an earlier run's outputs: moved them to %s", cfg.paths.output_dir, moved)
 
 
 def build_data(cfg: DictConfig) -> UnlearningDataModule:
-    """The dataset split into train / val / test and the forget request(s) drawn from train, checked against the
-    config, the unlearner and the model."""
+    """The dataset split into train / val / test, the training-set manipulation (``poison``) applied, and the forget
+    request(s) drawn from train, checked against the config, the unlearner and the model."""
+    poison = _instantiate(cfg.get("poison"))
+    check_poison(cfg, poison)
     data = UnlearningDataModule(
-        source=_instantiate(cfg.dataset.source), forget=_instantiate(cfg.forget),
+        source=debug.limited(_instantiate(cfg.dataset.source), cfg), forget=_instantiate(cfg.forget),
         test_fraction=cfg.dataset.test_fraction, val_fraction=cfg.dataset.val_fraction,
-        split_seed=cfg.dataset.split_seed, augment=_instantiate(cfg.dataset.get("augment")),
+        split_seed=cfg.dataset.split_seed, augment=_instantiate(cfg.dataset.get("augment")), poison=poison,
+        classwise_test=cfg.metric.get("classwise_test", "keep"),
     )
     data.setup()
     check_data(cfg, data)
@@ -129,9 +156,15 @@ def build_data(cfg: DictConfig) -> UnlearningDataModule:
 
 
 def write_forget_ids(cfg: DictConfig, data: UnlearningDataModule) -> None:
-    """``forget_ids.txt`` (every request's ids, sorted) and, with several requests, ``forget_ids_<k>.txt``; rank 0."""
+    """``forget_ids.txt`` (every request's ids, sorted) and, with several requests, ``forget_ids_<k>.txt``; with a
+    training-set manipulation, ``poison_ids.txt`` (the manipulated sample ids); rank 0."""
     out, n = Path(cfg.paths.output_dir), len(data.requests)
+    if len(data.poison_ids):
+        log.info("poison: %s manipulated %d of %d training samples; ids in poison_ids.txt", data.poison.name,
+                 len(data.poison_ids), len(data.ids["train"]))
     if distributed.is_main():
+        if len(data.poison_ids):
+            _write_ids(out / "poison_ids.txt", data.poison_ids)
         _write_ids(out / "forget_ids.txt", torch.cat(data.requests).sort().values)
         for k, ids in enumerate(data.requests if n > 1 else ()):
             _write_ids(out / f"forget_ids_{k + 1}.txt", ids)
@@ -145,66 +178,163 @@ def request_label(k: int, n: int) -> str:
     return f"_request{k + 1}" if n > 1 else ""
 
 
-def stage_loggers(cfg: DictConfig, stage: str):
-    """The configured loggers for one stage, as a context manager: closed as failed if the block raises."""
-    return logger_factories.opened([instantiate(entry)(stage=stage) for entry in (cfg.logger or {}).values() if entry])
+def stage_loggers(cfg: DictConfig, stage: str, seed: int, key: str | None = None):
+    """The configured loggers for one stage (named, configured and tagged by ``loggers.stage_run``), as a context
+    manager: closed as failed if the block raises."""
+    run = logger_factories.stage_run(cfg, stage, seed, key, protocol_choice())
+    return logger_factories.opened([instantiate(entry)(run=run) for entry in (cfg.logger or {}).values() if entry])
 
 
 def stage_key(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int) -> str:
     """The stage-cache key of the original or gold model: a hash of exactly what determines its weights."""
+    poison = data.poison.fingerprint() if data.poison is not None else {}  # {} for poison=none: the key it had
     return cache_key({"stage": stage, "data": data.fingerprint(STAGE_SPLIT[stage]), "seed": seed,
+                      **({"poison": poison} if poison else {}),
                       "model": OmegaConf.to_container(cfg.model, resolve=True),
-                      "train": OmegaConf.to_container(cfg.train, resolve=True),
+                      "train": {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()
+                                if k != "checkpoint_every"},  # when to checkpoint never changes the weights
                       "augment": OmegaConf.to_container(cfg.dataset, resolve=True).get("augment"),
-                      "precision": str(cfg.trainer.precision), **distributed.key_extra()})
+                      "trainer": trainer_key(cfg), **distributed.key_extra(),
+                      **({"callbacks": part} if (part := configured.key_part(cfg, stage)) else {})})
+
+
+def trainer_key(cfg: DictConfig) -> dict[str, Any]:
+    """The trainer settings that can change the weights: all of ``cfg.trainer`` but ``TRAINER_NOT_IN_KEY``."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: v for k, v in kwargs.items() if k not in TRAINER_NOT_IN_KEY}
+
+
+def clean_model(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache) -> dict[str, StageResult]:
+    """``{"clean": M_clean}`` when a manipulation changed the training set (``poison=...``): the reference of
+    corrective unlearning, trained like M on D without any manipulated sample (split ``clean``); ``{}`` otherwise."""
+    return {"clean": trained_model(cfg, data, cache, "clean", cfg.seed)} if "clean" in data.ids else {}
 
 
 def trained_model(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, stage: str, seed: int,
                   label: str = "") -> StageResult:
-    """The original (``stage="original"``, on D) or gold (``"gold"``, on D_r) model for ``seed``.
+    """The original (``stage="original"``, on D), gold (``"gold"``, on D_r) or clean (``"clean"``, on D without the
+    manipulated samples) model for ``seed``.
 
     Looked up in the stage cache under ``stage_key``; trained and stored on a miss. ``label`` tells the request's
-    training logs apart (``_request2``)."""
+    training logs apart (``_request2``). ``original.checkpoint`` or ``gold.checkpoint`` replaces the stage of seed
+    ``cfg.seed`` by the given weights (``checkpoint_stage``)."""
+    if seed == cfg.seed and OmegaConf.select(cfg, f"{stage}.checkpoint"):
+        return checkpoint_stage(cfg, stage)
     split, key = STAGE_SPLIT[stage], stage_key(cfg, data, stage, seed)
     t0 = time.perf_counter()
-    state, meta, hit = distributed.get_or_train(cache, stage, key, lambda: _train(cfg, data, stage, seed, label))
+    state, meta, hit = distributed.get_or_train(cache, stage, key, lambda: _train(cfg, data, stage, seed, label, key,
+                                                                                  cache.work_dir(stage, key)))
     seconds = time.perf_counter() - t0
     model = _build_model(cfg)
     model.load_state_dict(state)
     log.info("%-8s %s (seed %d, key %s) in %.2f s", stage,
              "loaded from the stage cache" if hit else f"trained on {split} ({len(data.ids[split])} samples)",
              seed, key, seconds)
-    return StageResult(model, {"cache_key": key, "cache_hit": hit, "seed": seed, **meta}, seconds)
+    overhead = seconds - (0.0 if hit else meta.get("fit_seconds") or 0.0)  # loading, or loggers, Trainer, counting
+    return StageResult(model, {"cache_key": key, "cache_hit": hit, "seed": seed, **meta,
+                               "overhead_seconds": overhead}, seconds)
+
+
+def gold_timing(cfg: DictConfig, data: UnlearningDataModule, facts: dict[str, Any]) -> dict[str, Any]:
+    """Where the gold time of ``unlearn/speedup`` comes from (docs/metrics.md §5): a gold model trained in this run
+    is its own measure; one from the stage cache was timed when it was trained, perhaps elsewhere or under another
+    load, so its recipe is timed again here by a short ``calibration`` and scaled to the gold's step count."""
+    if not facts.get("cache_hit") or facts.get("fit_seconds") is None:  # trained here, or made elsewhere
+        return {"source": "trained in this run" if facts.get("fit_seconds") is not None else "unknown",
+                "comparable_fit_seconds": facts.get("fit_seconds")}
+    with isolate_rng():
+        probe = calibration(cfg, data, facts["seed"])
+    recorded = facts.get("hardware")
+    return {"source": "stage cache (fit_seconds as recorded when it was trained)", "recorded_hardware": recorded,
+            "hardware_now": probe["hardware"], "same_hardware": recorded == probe["hardware"], "calibration": probe,
+            "comparable_fit_seconds": probe["seconds"] / max(probe["steps"], 1) * facts["steps"]}
+
+
+def calibration(cfg: DictConfig, data: UnlearningDataModule, seed: int) -> dict[str, Any]:
+    """Time the gold recipe on this machine now: a fresh model fit on D_r's batches, as the gold model's fit, for
+    ``CALIBRATION_STEPS`` steps or ``CALIBRATION_SECONDS`` (checked after each Lightning batch), whichever is less."""
+    module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg, seed))
+    batches = data.batches("retain", module.batch_size, shuffle=True, seed=seed, augment=True)
+    trainer = _trainer(cfg, module.epochs, [], max_steps=CALIBRATION_STEPS,
+                       max_time=timedelta(seconds=CALIBRATION_SECONDS))
+    trainer.fit(module, train_dataloaders=module.chunks(batches))
+    return {"steps": module.steps_taken, "seconds": module.clock.seconds, "hardware": module.hardware}
+
+
+def checkpoint_stage(cfg: DictConfig, stage: str) -> StageResult:
+    """The ``original``, ``gold`` or ``unlearn`` stage as weights made elsewhere (``<stage>.checkpoint``, for
+    ``unlearn`` ``unlearned.checkpoint``): nothing trained, its training time and steps unknown (None). Its key is a
+    hash of the file's SHA-256; results.json records the path and digest (docs/checkpoints.md)."""
+    option = f"{'unlearned' if stage == 'unlearn' else stage}.checkpoint"
+    path, t0 = OmegaConf.select(cfg, option), time.perf_counter()
+    model = _build_model(cfg)
+    digest = load_weights(model, path, option)
+    key = cache_key({"stage": stage, "checkpoint_sha256": digest})
+    facts = {"source": "checkpoint", "checkpoint": str(path), "sha256": digest, "cache_key": key, "cache_hit": False,
+             "seed": cfg.unlearn_seed if stage == "unlearn" else cfg.seed, "fit_seconds": None, "steps": None,
+             "note": "made elsewhere: its training seconds and steps are unknown (null), and so are the metrics "
+                     "derived from them"}
+    if stage == "gold":
+        facts["trained_on"] = "retain only, as declared by whoever gives gold.checkpoint (the run cannot check it)"
+    log.info("%-8s loaded from %s (sha256 %s)", stage, path, digest[:20])
+    return StageResult(model, facts, None if stage == "unlearn" else time.perf_counter() - t0)
 
 
 def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, start: torch.nn.Module, seed: int,
-                    loggers: list) -> StageResult:
+                    loggers: list, stage: str = "unlearn", gold: torch.nn.Module | None = None) -> StageResult:
     """M_u from a copy of ``start`` (M, or the previous request's M_u) by the configured unlearner, with unlearning
-    seed ``seed``; the stage's monitors (``StageMonitor`` callbacks) watch it, and their time is not its time."""
+    seed ``seed``; the stage's monitors (``StageMonitor`` callbacks) watch it, measuring ``gold`` as their reference,
+    and their time is not its time.
+    ``unlearned.checkpoint`` replaces it by the given weights (eval.py: ``checkpoint_stage``)."""
+    if OmegaConf.select(cfg, "unlearned.checkpoint"):
+        return checkpoint_stage(cfg, "unlearn")
     L.seed_everything(seed, workers=True, verbose=False)
     net = _build_model(cfg)
     net.load_state_dict(start.state_dict())
     unlearner: Unlearner = instantiate(cfg.unlearner, model=net)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if unlearner.needs_initial_weights:  # M's own start, drawn again from its seed (EU-k); the RNG left as it was
+        with isolate_rng():
+            unlearner.initial_weights = _build_model(cfg, cfg.seed).state_dict()
+    callbacks, monitors = stage_callbacks(cfg, stage, unlearner, data, gold)
+    facts, seconds = run_unlearner(unlearner, data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks, stage),
+                                   seed, monitors)
+    facts["warnings"] = unlearn_warnings(unlearner, start)
+    teacher = getattr(unlearner, "incompetent_teacher", None)  # Bad Teacher's: ZRF's random model in compat mode
+    return StageResult(unlearner.model, facts, seconds, {"incompetent_teacher": teacher} if teacher is not None else {})
+
+
+def stage_callbacks(cfg: DictConfig, stage: str, module, data: UnlearningDataModule,
+                    gold: torch.nn.Module | None = None) -> tuple[list, list[StageMonitor]]:
+    """The callbacks of ``stage`` (``callbacks.<name>.stages``) and the monitors among them, attached to ``data`` and
+    ``gold``; a monitor with a step cadence makes ``module`` step once per Lightning batch, so it sees every step."""
+    callbacks = configured.for_stage(cfg, stage)
     monitors = [c for c in callbacks if isinstance(c, StageMonitor)]
     for monitor in monitors:
-        monitor.attach(data)
+        monitor.attach(data, gold)
     if any(m.step_cadence for m in monitors):
-        unlearner.steps_per_batch = 1  # a monitor with a step cadence must see every step
-    t0 = time.perf_counter()
-    unlearner.unlearn(data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks), seed=seed)
-    monitoring = sum(m.seconds for m in monitors)  # trajectory logging is not unlearning work
-    seconds = time.perf_counter() - t0 - monitoring
-    facts = {"method": type(unlearner).__name__, "reads": list(unlearner.reads), "seed": seed,
-             "monitoring_seconds": monitoring,
-             "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
-             "diverged_step": unlearner.diverged_step}
-    if unlearner.diverged:
-        log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
-                    unlearner.diverged_step)
-    log.info("%-8s %s (seed %d): %d steps in %.2f s", "unlearn", facts["method"], seed, unlearner.steps_taken,
-             seconds)
-    return StageResult(unlearner.model, facts, seconds)
+        module.steps_per_batch = 1
+    return callbacks, monitors
+
+
+def unlearn_warnings(unlearner: Unlearner, start: torch.nn.Module) -> list[str]:
+    """What the unlearner reported (a loss that exploded) and, for any method but ``none``, M_u equal to M."""
+    found = list(unlearner.warnings)
+    if unlearner.reads and all(torch.equal(a.cpu(), b.cpu()) for a, b in
+                               zip(start.state_dict().values(), unlearner.model.state_dict().values(), strict=True)):
+        found.append(f"{type(unlearner).__name__} changed no weight: M_u equals M, the same as no unlearning (a "
+                     "one-shot edit that selected nothing, e.g. SSD with a selection_weighting too high for the data)")
+    return found
+
+
+def accuracy_warnings(metrics: dict[str, float], num_classes: int) -> list[str]:
+    """Retain or test accuracy of M_u at chance (within ``CHANCE_MARGIN`` of 1/num_classes) where M's was above."""
+    chance, found = 1 / num_classes, []
+    for split in ("retain", "test"):
+        acc, before = metrics.get(f"unlearn/{split}_acc"), metrics.get(f"original/{split}_acc")
+        if acc is not None and before is not None and acc <= chance + CHANCE_MARGIN < before:
+            found.append(f"M_u's {split} accuracy {acc:.4f} is at chance (1/{num_classes} = {chance:.4f}, margin "
+                         f"{CHANCE_MARGIN}) where M's was {before:.4f}: the unlearner destroyed the model")
+    return found
 
 
 def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, label: str, start: torch.nn.Module,
@@ -217,7 +347,8 @@ def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, la
     t0 = time.perf_counter()
     seconds = {name: stage.seconds for name, stage in stages.items()}
     ctx = EvalContext(
-        models={name: stage.model for name, stage in stages.items()}, data=data,
+        models={**{k: m for stage in stages.values() for k, m in stage.references.items()},
+                **{name: stage.model for name, stage in stages.items()}}, data=data,
         stages={name: stage.facts for name, stage in stages.items()}, seconds=seconds, cfg=cfg.metric,
         gold=lambda seed: trained_model(cfg, data, cache, "gold", seed, label).model,
         unlearned=lambda seed: unlearned_model(cfg, data, start, seed, []).model,
@@ -225,12 +356,17 @@ def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, la
     )
     if not distributed.join_evaluation(cfg.metric, more_to_train=more_to_train):
         return None
-    metrics = evaluate(ctx, cfg.get("objective"))
+    metrics = score(ctx, cfg.get("objective"))
     seconds["evaluate"] = time.perf_counter() - t0
-    for logger in loggers:
-        logger.log_metrics({**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}},
-                           step=ctx.stages["unlearn"]["steps"])
-    return RequestResult(metrics, seconds, ctx.stages, {s: len(ids) for s, ids in data.ids.items()}, ctx)
+    logged = {**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}}
+    # an unknown (None) number is not logged: a model made elsewhere
+    logger_factories.log_final(loggers, {k: v for k, v in logged.items() if v is not None},
+                               step=ctx.stages["unlearn"]["steps"] or 0)
+    warned = [*ctx.stages["unlearn"].get("warnings", []), *accuracy_warnings(metrics, data.num_classes)]
+    warned = [f"{label.lstrip('_')}: {w}" if label else w for w in warned]
+    for warning in warned:
+        log.warning("warning  %s", warning)
+    return RequestResult(metrics, seconds, ctx.stages, {s: len(ids) for s, ids in data.ids.items()}, ctx, warned)
 
 
 def collect_results(cfg: DictConfig, served: list[RequestResult], started: float) -> dict[str, Any]:
@@ -243,7 +379,10 @@ def collect_results(cfg: DictConfig, served: list[RequestResult], started: float
         "stages": final.stages,
         "threads": torch.get_num_threads(),  # CPU threads of this process (the `threads` option)
         "tuning": cfg.get("tuning"),  # "gold-tuned": hyperparameters chosen against gold (hparams_search)
+        "protocol": protocol_choice(),  # "<protocol>/<unlearner>" applied over unlearner:, or None
         "sizes": final.sizes,
+        "dropped_test_classes": final.ctx.data.dropped_test_classes(),  # metric.classwise_test=drop
+        "warnings": [w for r in served for w in r.warnings],  # also in the log (docs/metrics.md §9)
         **({"requests": [r.record() for r in served]} if len(served) > 1 else {}),
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": _versions(),
@@ -271,19 +410,28 @@ def write_results(cfg: DictConfig, results: dict[str, Any], served: list[Request
         if n > 1:
             print(f"request {k + 1} of {n}: forgets {request.sizes['forget']} samples "
                   f"({request.sizes['forgotten']} forgotten by earlier requests)")
-        print(summary_table(request.record()))
+        table = f"{logger_factories.run_title(cfg)}\n{summary_table(request.record())}"
+        print(table)
+        logger_factories.to_log_files(f"result table{f' of request {k + 1}' if n > 1 else ''}:\n{table}")
     log.info("results in %s", out / "results.json")
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """Original / gold / unlearned × forget / retain / test accuracy, and seconds per stage (of a run or request)."""
+    """Original / clean (with a ``poison``) / gold / unlearned × forget / retain / test accuracy, the corrective
+    metrics of ``TABLE_COLUMNS`` when present, and seconds per stage (of a run or request)."""
     m, sec, st = results["metrics"], results["seconds"], results["stages"]
-    rows = ["| model     | forget acc | retain acc | test acc | seconds |",
-            "|-----------|-----------:|-----------:|---------:|--------:|"]
-    for name, label in (("original", "original"), ("gold", "gold"), ("unlearn", "unlearned")):
-        note = " (cached)" if st[name].get("cache_hit") else ""
-        rows.append(f"| {label:<9} | {m[f'{name}/forget_acc']:>10.4f} | {m[f'{name}/retain_acc']:>10.4f} | "
-                    f"{m[f'{name}/test_acc']:>8.4f} | {sec[name]:>7.2f} |{note}")
+    columns = {f"{s}_acc": f"{s} acc" for s in ("forget", "retain", "test")}
+    columns.update({k: label for k, label in TABLE_COLUMNS.items() if f"original/{k}" in m})
+    width = {k: max(len(label), 6) for k, label in columns.items()}
+    head = ["model    ", *(f"{label:<{width[k]}}" for k, label in columns.items()), "seconds"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join(["-" * 11, *("-" * (len(h) + 1) + ":" for h in head[1:])])
+            + "|"]
+    for name, label in (("original", "original"), ("clean", "clean"), ("gold", "gold"), ("unlearn", "unlearned")):
+        if name in st:
+            note = " (cached)" if st[name].get("cache_hit") else " (checkpoint)" if st[name].get("checkpoint") else ""
+            took = "unknown" if sec[name] is None else f"{sec[name]:>7.2f}"
+            cells = [f"{label:<9}", *(f"{m[f'{name}/{k}']:>{width[k]}.4f}" for k in columns), took]
+            rows.append("| " + " | ".join(cells) + f" |{note}")
     return "\n".join(rows)
 
 
@@ -292,6 +440,17 @@ def quiet_lightning() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+
+
+def protocol_choice() -> str | None:
+    """The ``conf/protocol/<protocol>/<unlearner>.yaml`` that Hydra applied over ``unlearner:``, as
+    ``"<protocol>/<unlearner>"``; None when there is no such file (the defaults of ``conf/unlearner/`` alone: the
+    ``optional`` defaults entry skips a missing file silently) or the config was not composed by Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get("protocol@unlearner")
+    applied = choice and (resources.files("mu_lightning.conf") / "protocol" / f"{choice}.yaml").is_file()
+    return choice if applied else None
 
 
 def _instantiate(node: Any) -> Any:
@@ -304,6 +463,10 @@ def _instantiate(node: Any) -> Any:
         raise
 
 
+def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def _write_ids(path: Path, ids: torch.Tensor) -> None:
     atomic_write(path, lambda f: f.write("".join(f"{i}\n" for i in ids.tolist()).encode()))
 
@@ -314,31 +477,46 @@ def _build_model(cfg: DictConfig, seed: int | None = None) -> torch.nn.Module:
     return instantiate(cfg.model)
 
 
-def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int, label: str) -> tuple[dict, dict]:
-    """Train the original or gold model from the initialisation drawn with ``seed``."""
+def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int, label: str, key: str,
+           work: Path | None = None) -> tuple[dict, dict]:
+    """Train the original or gold model from the initialisation drawn with ``seed``; with ``train.checkpoint_every``
+    it checkpoints into ``work`` (the cache entry's work area) and resumes from the checkpoint a killed run left."""
     split = STAGE_SPLIT[stage]
     module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg, seed))
-    with stage_loggers(cfg, stage + label + ("" if seed == cfg.seed else f"_seed{seed}")) as loggers:  # gold seeds
+    name = stage + label + ("" if seed == cfg.seed else f"_seed{seed}")  # gold seeds
+    with stage_loggers(cfg, name, seed, key) as loggers:
         batches = data.batches(split, module.batch_size, shuffle=True, seed=seed, augment=True)
-        t0 = time.perf_counter()
-        _trainer(cfg, module.epochs, loggers).fit(module, train_dataloaders=module.chunks(batches))
+        callbacks, resume_from = resumable(module, work)
+        watching, monitors = stage_callbacks(cfg, name, module, data)
+        callbacks = [*callbacks, *watching]
+        module.clock.exclude(monitors)
+        if resume_from:
+            log.info("%-8s resuming from %s", stage, resume_from)
+        _trainer(cfg, module.epochs, loggers, callbacks, name).fit(module, train_dataloaders=module.chunks(batches),
+                                                                   ckpt_path=resume_from)
         if module.diverged:
-            raise RuntimeError(f"training the {stage} model diverged at step {module.diverged_step}: "
-                               "lower train.optimizer.lr")
-    meta = {"fit_seconds": time.perf_counter() - t0, "steps": module.steps_taken, "samples": len(data.ids[split])}
+            raise RunFault(f"training the {stage} model diverged at step {module.diverged_step} (a non-finite "
+                           f"loss): lower train.optimizer.lr (now {cfg.train.optimizer.get('lr')}) or set "
+                           "train.grad_clip; nothing was stored for it")
+    meta = {"fit_seconds": module.clock.seconds, "steps": module.steps_taken, "samples": len(data.ids[split])}
+    meta.update(module.cost())  # FLOPs, gradient evaluations and the hardware fit_seconds was measured on
     return {k: v.detach().cpu() for k, v in module.model.state_dict().items()}, meta
 
 
-def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = ()) -> L.Trainer:
-    """A fresh Trainer per stage (re-using one carries state across fits: Lightning #9636)."""
+def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = (), stage: str = "",
+             **limits) -> L.Trainer:
+    """A fresh Trainer per stage (re-using one carries state across fits: Lightning #9636); its progress bar names
+    ``stage``; ``limits``: more Trainer arguments (``max_steps``, ``max_time``)."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     callbacks = list(callbacks)
+    if any(isinstance(c, Checkpoint) for c in callbacks):  # Lightning refuses a Checkpoint callback otherwise
+        kwargs["enable_checkpointing"] = True
     if kwargs.get("enable_progress_bar") is None:  # a bar when someone watches; none in logs, sweeps and CI
         kwargs["enable_progress_bar"] = sys.stderr.isatty()
         if kwargs["enable_progress_bar"]:
-            callbacks.append(TQDMProgressBar(refresh_rate=10))
+            callbacks.append(StageProgressBar(stage, refresh_rate=10))
     return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
-                     default_root_dir=cfg.paths.output_dir)
+                     default_root_dir=cfg.paths.output_dir, **limits)
 
 
 def _versions() -> dict[str, str]:

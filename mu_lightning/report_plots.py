@@ -1,93 +1,245 @@
-"""PNG plots of a report Summary (matplotlib, Agg backend: no display needed).
+"""Paper-ready PNG figures of a report Summary (matplotlib's Agg backend: no display needed), and ``summarise``:
+the tables of ``report`` and these figures written for a set of runs.
 
-Gold is drawn as the reference point (a black star with dashed lines) because unlearning is judged by closeness to
-retraining, not by the highest or lowest accuracy.
+Every figure has one row of panels per forget setting (dataset / model / forget request), each panel titled with its
+setting and n (runs per method). A method has one colour in every figure (``colours``: its place in the unlearner
+catalogue, ``report.METHODS``); gold, the retrained reference, is black and drawn once per panel, because unlearning
+is judged by closeness to retraining. Error bars are the tables' 95 % Student-t intervals, cut at the bounds of what
+they measure (accuracies in [0, 1], gaps ≥ 0); seconds and speed-ups are ratios on a log axis, so they show the
+geometric mean and the t-interval of the logs, asymmetric and always positive. No error bar with one run.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
+from matplotlib.colors import to_hex  # noqa: E402
+
+from mu_lightning import report  # noqa: E402
+from mu_lightning.report import LEVEL, METHODS, TRAJECTORY, Row, Summary, half_width, read_trajectory  # noqa: E402
+
+GOLD = "#000000"
+SPEED = ("flop_speedup", "speedup", "train_seconds")  # the order reports show cost in
+NAMES = {"forget_acc": "forget acc", "retain_acc": "retain acc", "test_acc": "test acc", "avg_gap": "Avg. Gap",
+         "mia_loss_auc": "loss-MIA AUC", "flop_speedup": "FLOP speed-up (×)", "speedup": "speed-up (×)",
+         "train_seconds": "seconds"}
 
 
-def write_all(summary, out: Path) -> list[str]:
-    """Write every plot the summary's columns allow; returns notes on the ones skipped."""
-    notes = []
-    cols = set(summary.columns)
-    for name, plot, needs, ok in (
-            ("forget_vs_acc.png", _forget_vs_acc, "forget_acc with retain_acc or test_acc",
-             "forget_acc" in cols and bool(cols & {"retain_acc", "test_acc"})),
-            ("avg_gap.png", _avg_gap, "avg_gap", "avg_gap" in cols),
-            ("time.png", _time, "train_seconds", "train_seconds" in cols)):
-        if not ok:
-            notes.append(f"{name} skipped: no {needs} in the results")
+def colours(labels: Iterable[str]) -> dict[str, str]:
+    """Each catalogue method's fixed colour (tab10, then Dark2: 18 colours for 18 methods); a label outside the
+    catalogue (a hyperparameter variant, your own method) gets one of tab20b, in sorted order."""
+    palette = [to_hex(c) for c in (*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors)]
+    extra = [to_hex(c) for c in plt.get_cmap("tab20b").colors]
+    labels = set(labels)
+    fixed = {m: palette[i % len(palette)] for i, m in enumerate(METHODS) if m in labels}
+    return {**fixed, **{label: extra[i % len(extra)] for i, label in enumerate(sorted(labels - set(fixed)))}}
+
+
+def write_all(summary: Summary, out: Path) -> tuple[list[Path], list[str]]:
+    """Write every figure the summary allows into ``out``; returns their paths and notes on the ones skipped."""
+    colour = colours(r.labels["unlearner"] for r in summary.rows if not r.gold)
+    bars = "objective.png" if summary.objective else "avg_gap.png"
+    figures, notes = [], []
+    for name, draw in (("forget_vs_acc.png", forget_vs_acc), (bars, gap_bars), ("time.png", times),
+                       ("trajectory.png", trajectory)):
+        fig = draw(summary, colour)
+        if isinstance(fig, str):
+            notes.append(f"{name} skipped: {fig}")
             continue
-        fig = plot(summary)
-        fig.savefig(out / name, dpi=120, bbox_inches="tight")
+        fig.savefig(out / name, dpi=120)
         plt.close(fig)
-    return notes
+        figures.append(out / name)
+    return figures, notes
 
 
-def _label(row, several: bool) -> str:
-    return f"{row.labels['unlearner']} ({row.labels['forget']})" if several else row.labels["unlearner"]
-
-
-def _several(summary) -> bool:
-    return len({(r.labels["dataset"], r.labels["model"], r.labels["forget"]) for r in summary.rows}) > 1
-
-
-def _forget_vs_acc(summary):
+def forget_vs_acc(summary: Summary, colour: dict[str, str]):
+    """Forget accuracy against retain and test accuracy: one row per setting; gold = star and dashed lines."""
     xs = [c for c in ("retain_acc", "test_acc") if c in summary.columns]
-    fig, axes = plt.subplots(1, len(xs), figsize=(5.5 * len(xs), 4.5), squeeze=False)
-    several = _several(summary)
-    for ax, x in zip(axes[0], xs, strict=True):
-        for row in summary.rows:
-            if row.mean(x) is None or row.mean("forget_acc") is None:
-                continue
-            if row.gold:
-                ax.axhline(row.mean("forget_acc"), color="k", ls="--", lw=0.8)
-                ax.axvline(row.mean(x), color="k", ls="--", lw=0.8)
-                ax.errorbar(row.mean(x), row.mean("forget_acc"), xerr=row.std(x), yerr=row.std("forget_acc"),
-                            fmt="*", ms=14, color="k", label=_label(row, several))
-            else:
-                ax.errorbar(row.mean(x), row.mean("forget_acc"), xerr=row.std(x), yerr=row.std("forget_acc"),
-                            fmt="o", ms=7, capsize=3, label=_label(row, several))
-        ax.set(xlabel=x.replace("_", " "), ylabel="forget acc", title=f"forget acc vs {x.replace('_', ' ')}")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.suptitle("mean ± std over seeds; gold (retrained) = star and dashed lines")
+    if "forget_acc" not in summary.columns or not xs:
+        return "no forget_acc with retain_acc or test_acc in the results"
+    settings = _settings(summary)
+    fig, axes = _grid(len(settings), len(xs), (4.2, 3.6))
+    for panels, (setting, gold, rows) in zip(axes, settings, strict=True):
+        for ax, x in zip(panels, xs, strict=True):
+            if gold is not None and gold.mean(x) is not None and gold.mean("forget_acc") is not None:
+                ax.axhline(gold.mean("forget_acc"), color=GOLD, ls="--", lw=0.8)
+                ax.axvline(gold.mean(x), color=GOLD, ls="--", lw=0.8)
+                _point(ax, gold, x, GOLD, "*", "gold (retrained)")
+            for row in rows:
+                if row.mean(x) is not None and row.mean("forget_acc") is not None:
+                    _point(ax, row, x, colour[row.labels["unlearner"]], "o", row.labels["unlearner"])
+            ax.set(xlabel=NAMES[x], ylabel=NAMES["forget_acc"], title=_title(setting, rows))
+            ax.grid(alpha=0.3)
+    _legend(fig)
+    fig.suptitle(f"forget vs retain and test accuracy: mean and {_ci()} over seeds")
     return fig
 
 
-def _avg_gap(summary):
-    rows = [r for r in summary.rows if not r.gold and r.mean("avg_gap") is not None]
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows) + 2), 4))
-    several = _several(summary)
-    ax.bar([_label(r, several) for r in rows], [r.mean("avg_gap") for r in rows],
-           yerr=[r.std("avg_gap") for r in rows], capsize=4, color="tab:blue")
-    ax.set(ylabel="Avg. Gap (lower is closer to gold)", title="Avg. Gap, mean ± std over seeds")
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+def gap_bars(summary: Summary, colour: dict[str, str]):
+    """Avg. Gap to gold per method (or, for a search, its objective, best first): one panel per setting."""
+    col = summary.objective or "avg_gap"
+    settings = [(s, g, [r for r in rows if r.mean(col) is not None]) for s, g, rows in _settings(summary)]
+    settings = [s for s in settings if s[2]]
+    if not settings:
+        return f"no {col} in the results"
+    fig, axes = _grid(len(settings), 1, (6.0, 0.9 + 0.45 * max(len(s[2]) for s in settings)))
+    for (ax,), (setting, _, rows) in zip(axes, settings, strict=True):
+        labels = [r.labels["unlearner"] for r in rows]
+        extents = _extents([_extent(r, col, 0.0 if "gap" in col else -math.inf, math.inf) for r in rows])
+        ax.barh(labels, [r.mean(col) for r in rows], xerr=extents, capsize=3, color=[colour[x] for x in labels])
+        ax.invert_yaxis()  # first row on top
+        ax.set(xlabel=NAMES.get(col, col) + " (lower is closer to gold)" * ("gap" in col),
+               title=_title(setting, rows))
+        ax.grid(axis="x", alpha=0.3)
+    what = f"search objective {col}" if summary.objective else "Avg. Gap to gold"
+    fig.suptitle(f"{what}: mean and {_ci()} over seeds")
     return fig
 
 
-def _time(summary):
-    several = _several(summary)
-    rows = [r for r in summary.rows if r.mean("train_seconds") is not None]
-    names = [("retrain: " + _label(r, several)) if r.gold else _label(r, several) for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2 * len(rows) + 3), 4))
-    axes[0].bar(names, [r.mean("train_seconds") for r in rows], yerr=[r.std("train_seconds") for r in rows],
-                capsize=4,
-                color=["0.4" if r.gold else "tab:orange" for r in rows])
-    axes[0].set(ylabel="seconds", title="unlearning time (gray: retraining the gold model)")
-    fast = [r for r in rows if r.mean("speedup") is not None]
-    axes[1].bar([_label(r, several) for r in fast], [r.mean("speedup") for r in fast],
-                yerr=[r.std("speedup") for r in fast], capsize=4, color="tab:green")
-    axes[1].set(ylabel="× faster than retraining", title="speed-up over retraining", yscale="log")
-    for ax in axes:
-        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+def times(summary: Summary, colour: dict[str, str]):
+    """FLOP speed-up, wall-clock speed-up over retraining (with the 1× line) and seconds, log axes; gold's
+    retraining time is the grey bar of the seconds panel."""
+    cols = [c for c in SPEED if c in summary.columns]
+    if not cols:
+        return "no train_seconds or speed-up in the results"
+    settings = _settings(summary)
+    fig, axes = _grid(len(settings), len(cols), (4.0, 3.6))
+    for panels, (setting, gold, rows) in zip(axes, settings, strict=True):
+        for ax, col in zip(panels, cols, strict=True):
+            shown = [r for r in ([gold] if gold is not None and col == "train_seconds" else []) + rows
+                     if r.values.get(col) and min(r.values[col]) > 0]
+            left_out = [r.labels["unlearner"] for r in rows if r not in shown and r.values.get(col)]
+            names = ["gold (retrain)" if r.gold else r.labels["unlearner"] for r in shown]
+            spans = [_log_interval(r.values[col]) for r in shown]
+            ax.bar(names, [s[0] for s in spans], yerr=_extents([s[1] for s in spans]), capsize=3,
+                   color=["0.55" if r.gold else colour[r.labels["unlearner"]] for r in shown])
+            if col.endswith("speedup"):
+                ax.axhline(1.0, color=GOLD, ls="--", lw=1, label="1× (as fast as retraining)")
+            ax.set(yscale="log", ylabel=NAMES[col], title=_title(setting, rows),
+                   xlabel=f"not shown (≤ 0): {', '.join(left_out)}" if left_out else None)
+            ax.tick_params(axis="x", labelrotation=30)
+            ax.grid(axis="y", alpha=0.3)
+    _legend(fig)
+    fig.suptitle(f"cost: geometric mean and {_ci()} of the logs over seeds")
     return fig
+
+
+def trajectory(summary: Summary, colour: dict[str, str]):
+    """Forget, retain and test accuracy and the loss-MIA AUC over unlearning steps (callbacks/forget_retain.py):
+    the mean over seeds as a line, their range as a band, gold's final value as a dashed black line."""
+    curves = {id(r): [t for t in map(read_trajectory, (run.path for run in r.runs)) if t]
+              for r in summary.rows if not r.gold}
+    metrics = [m for m in TRAJECTORY if any(m in t for ts in curves.values() for t in ts)]
+    if not metrics:
+        return "no trajectory in csv/unlearn/metrics.csv (needs the csv logger and callbacks.forget_retain)"
+    settings = [(s, g, [r for r in rows if curves[id(r)]]) for s, g, rows in _settings(summary)]
+    settings = [s for s in settings if s[2]]
+    fig, axes = _grid(len(settings), len(metrics), (3.6, 3.2))
+    for panels, (setting, gold, rows) in zip(axes, settings, strict=True):
+        for ax, metric in zip(panels, metrics, strict=True):
+            if gold is not None and gold.mean(metric) is not None:
+                ax.axhline(gold.mean(metric), color=GOLD, ls="--", lw=1, label="gold (retrained)")
+            for row in rows:
+                runs = [t[metric] for t in curves[id(row)] if metric in t]
+                if runs:
+                    _curve(ax, runs, colour[row.labels["unlearner"]], row.labels["unlearner"])
+            ax.set(xlabel="unlearning step", ylabel=NAMES[metric], title=_title(setting, rows))
+            ax.grid(alpha=0.3)
+    _legend(fig)
+    fig.suptitle("trajectory during unlearning: mean over seeds (band: their range); gold dashed")
+    return fig
+
+
+def _curve(ax, runs: list[dict[int, float]], colour: str, label: str) -> None:
+    steps = sorted(set.intersection(*(set(r) for r in runs)))
+    ax.plot(steps, [statistics.fmean(r[s] for r in runs) for s in steps], color=colour, label=label, marker=".")
+    if len(runs) > 1:
+        ax.fill_between(steps, [min(r[s] for r in runs) for s in steps], [max(r[s] for r in runs) for s in steps],
+                        color=colour, alpha=0.2, lw=0)
+
+
+def _settings(summary: Summary) -> list[tuple[tuple[str, ...], Row | None, list[Row]]]:
+    """(setting, its gold row, its unlearner rows), in the summary's order."""
+    out: dict[tuple, tuple] = {}
+    for row in summary.rows:
+        *_, rows = out.setdefault(row.setting, (row.setting, None, []))
+        if row.gold:
+            out[row.setting] = (row.setting, row, rows)
+        else:
+            rows.append(row)
+    return list(out.values())
+
+
+def _grid(rows: int, cols: int, size: tuple[float, float]):
+    return plt.subplots(rows, cols, squeeze=False, layout="constrained",
+                        figsize=(size[0] * cols + 2.2, size[1] * rows + 0.6))
+
+
+def _title(setting: tuple[str, ...], rows: list[Row]) -> str:
+    ns = sorted({r.n for r in rows})
+    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    return f"{' / '.join(setting)}\nn = {n}"
+
+
+def _ci() -> str:
+    return f"{LEVEL:.0%} t-interval"
+
+
+def _extent(row: Row, col: str, low: float, high: float) -> tuple[float, float] | None:
+    """The row's t-interval of ``col`` as (below, above) the mean, cut at [low, high]; None with one run."""
+    mean, half = row.mean(col), row.half(col)
+    return None if half is None else (min(half, mean - low), min(half, high - mean))
+
+
+def _log_interval(values: list[float]) -> tuple[float, tuple[float, float] | None]:
+    """Geometric mean of positive values and its t-interval on the log scale, as (below, above) it."""
+    logs = [math.log(v) for v in values]
+    centre, half = statistics.fmean(logs), half_width(logs)
+    mean = math.exp(centre)
+    return mean, None if half is None else (mean - math.exp(centre - half), math.exp(centre + half) - mean)
+
+
+def _extents(spans: list[tuple[float, float] | None]) -> list[list[float]] | None:
+    """Matplotlib's 2×N error array; rows without an interval get none; None when no row has one."""
+    if all(s is None for s in spans):
+        return None
+    return [[s[0] if s else 0.0 for s in spans], [s[1] if s else 0.0 for s in spans]]
+
+
+def _point(ax, row: Row, x: str, colour: str, marker: str, label: str) -> None:
+    xerr, yerr = _extent(row, x, 0.0, 1.0), _extent(row, "forget_acc", 0.0, 1.0)
+    ax.errorbar(row.mean(x), row.mean("forget_acc"), xerr=None if xerr is None else [[xerr[0]], [xerr[1]]],
+                yerr=None if yerr is None else [[yerr[0]], [yerr[1]]], fmt=marker, ms=13 if marker == "*" else 7,
+                capsize=3, color=colour, label=label)
+
+
+def _legend(fig) -> None:
+    """One legend for the figure, each label once, outside the panels."""
+    handles = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8)
+
+
+def summarise(paths: list[str | Path], out: str | Path) -> Summary:
+    """Find runs under ``paths``, write summary.csv, summary.md and the figures into ``out``; the returned summary
+    lists them in ``files`` (``figures``: the PNGs alone)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    found, notes = report.find_runs(paths)
+    summary = report.aggregate(found, notes)
+    marked = report.marks(summary)
+    report.write_csv(summary, marked, out / "summary.csv")
+    figures, skipped = write_all(summary, out)
+    summary.notes.extend(skipped)
+    summary.files = [out / "summary.csv", out / "summary.md", *figures]
+    (out / "summary.md").write_text(report.markdown(summary, marked))
+    return summary

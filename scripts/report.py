@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mu_lightning import report
+from mu_lightning.report_plots import summarise
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out is None and len(args.paths) > 1:
         parser.error("--out is required with several PATHs")
     out = args.out or args.paths[0]
-    summary = report.write(args.paths, out)
+    summary = summarise(args.paths, out)
     print((out / "summary.md").read_text(), end="")
     if not summary.rows:
         raise SystemExit(f"no completed runs under {' '.join(map(str, args.paths))}")

@@ -36,6 +36,20 @@ CASES = {
     "unknown_unlearner_option": (["+unlearner.lrr=0.1"], r"unlearner.lrr is not an option of Finetune"),
     "unwritable_run_dir": (["paths.output_dir={tmp}/blocker/run"], r"paths.output_dir=.* is not writable"),
     "unwritable_cache_dir": (["paths.cache_dir={tmp}/blocker/cache"], r"paths.cache_dir=.* is not writable"),
+    "nan_lr": (["train.optimizer.lr=nan"], r"train.optimizer.lr=nan is not a finite number"),
+    "inf_weight_decay": (["unlearner.optimizer.weight_decay=inf"],
+                         r"unlearner.optimizer.weight_decay=inf is not a finite number"),
+    "string_lr": (["train.optimizer.lr=fast"], r"train.optimizer.lr='fast' is not a number: .* takes a number"),
+    "list_batch_size": (["train.batch_size=[32,64]"], r"train.batch_size=\[32, 64\] is not a number: .*an integer"),
+    "fractional_epochs": (["train.epochs=2.5"], r"train.epochs=2.5 is not allowed: train.epochs takes an integer"),
+    "negative_seed": (["seed=-1"], r"seed=-1 is out of range: seeds are integers from 0 to 4294967295"),
+    "string_split_seed": (["dataset.split_seed=abc"], r"dataset.split_seed='abc' is not a number: .* takes a seed"),
+    "empty_test_split": (["dataset.test_fraction=0"], r"the test split is empty: dataset.test_fraction=0 gives it 0 "
+                                                      r"of 1797 samples"),
+    "trainer_max_epochs": (["+trainer.max_epochs=3"], r"trainer.max_epochs is set by the pipeline for each stage"),
+    "trainer_unknown_key": (["+trainer.max_step=3"], r"trainer.max_step is not an argument of Lightning's Trainer"),
+    "ids_not_utf8": (["forget=indices", "forget.path={tmp}/latin1.txt"], r"not a UTF-8 text file \(byte 3\)"),
+    "ids_arabic_digits": (["forget=indices", "forget.path={tmp}/arabic.txt"], r"the digits 0-9 only \(found '١٢'\)"),
 }
 
 
@@ -45,6 +59,8 @@ def files(tmp_path):
     (tmp_path / "words.txt").write_text("12\nseven\n")
     (tmp_path / "far.txt").write_text("99999\n")
     (tmp_path / "blocker").write_text("a file where a directory should be")
+    (tmp_path / "latin1.txt").write_bytes("12\n\xe9\n".encode("latin-1"))
+    (tmp_path / "arabic.txt").write_text("١٢\n", encoding="utf-8")
     return tmp_path
 
 
@@ -72,3 +88,14 @@ def _train_ids(tmp_path):
     data = UnlearningDataModule(source=instantiate(cfg.dataset.source), forget=lambda ids, y: ids[:1])
     data.setup()
     return data.ids["train"], data.samples.y[data.ids["train"]]
+
+
+def test_a_gpu_trainer_without_a_gpu_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = compose_cfg(tmp_path, ["trainer=gpu"], fast=False)
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu but torch sees no GPU here .* use trainer=cpu"):
+        run(cfg)
+    assert not (tmp_path / "run" / "forget_ids.txt").exists()

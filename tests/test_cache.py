@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from mu_lightning.cache import StageCache, cache_key
 from mu_lightning.errors import ConfigError
+
+NAN = math.nan
 
 
 def trainer(calls, value=1.0):
@@ -90,3 +93,111 @@ def test_pipeline_invalidates_only_on_determining_fields(run_pipeline):
     assert not new_recipe["stages"]["original"]["cache_hit"] and not new_recipe["stages"]["gold"]["cache_hit"]
     new_model = run_pipeline("unlearner=none", "model.hidden=[32]", out="e")
     assert not new_model["stages"]["original"]["cache_hit"]
+
+
+def test_a_cache_poisoned_by_a_trainer_setting_is_not_served(run_pipeline):
+    """Attack replayed: a run with ``+trainer.max_steps=3`` stores under-trained models; a plain run must not load
+    them. Settings that only change what is shown share the entry."""
+    poisoned = run_pipeline("unlearner=none", "+trainer.max_steps=3", out="poisoned")
+    plain = run_pipeline("unlearner=none", out="plain")
+    for stage in ("original", "gold"):
+        assert not plain["stages"][stage]["cache_hit"]
+        assert plain["stages"][stage]["cache_key"] != poisoned["stages"][stage]["cache_key"]
+    assert plain["stages"]["original"]["steps"] > poisoned["stages"]["original"]["steps"]  # it was under-trained
+    shown = run_pipeline("unlearner=none", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=7",
+                         out="shown")
+    assert shown["stages"]["original"]["cache_hit"] and shown["stages"]["gold"]["cache_hit"]
+
+
+def test_a_swapped_entry_is_rebuilt_not_loaded(tmp_path, caplog):
+    """Attack replayed: a gold entry copied over the original's file names matches its own size and hash, but its
+    record names another stage and key."""
+    cache, calls = StageCache(tmp_path), []
+    cache.get_or_train("original", "k1", trainer(calls, value=1.0))
+    cache.get_or_train("gold", "k2", trainer(calls, value=2.0))
+    for gold, original in zip(cache.paths("gold", "k2"), cache.paths("original", "k1"), strict=True):
+        original.write_bytes(gold.read_bytes())
+    state, _, hit = cache.get_or_train("original", "k1", trainer(calls, value=1.0))
+    assert not hit and calls == [1, 1, 1] and torch.equal(state["w"], torch.full((3,), 1.0))
+    assert "belongs to gold-k2, not original-k1" in caplog.text
+
+
+class _Payload:
+    """Unpickling it would create ``path``: what a malicious weights file does."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def _rewrite_weights(cache, obj):
+    """Replace entry original-k's weights by ``obj`` and re-record their size and hash, so only ``obj`` is wrong."""
+    from mu_lightning.files import file_digest
+
+    weights, record = cache.paths("original", "k")
+    torch.save(obj, weights)
+    info = json.loads(record.read_text())
+    info.update(size=weights.stat().st_size, sha256=file_digest(weights))
+    record.write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("damage", ["record_a_list", "record_lacks_sha256", "record_old_format", "not_a_state_dict",
+                                    "wrong_shape", "extra_tensor", "nan_weights", "pickle_payload"])
+def test_any_damaged_record_or_weights_file_is_rebuilt(tmp_path, caplog, damage):
+    cache, calls = StageCache(tmp_path, shapes={"w": (3,)}), []
+    cache.get_or_train("original", "k", trainer(calls))
+    weights, record = cache.paths("original", "k")
+    info = json.loads(record.read_text())
+    if damage == "record_a_list":
+        record.write_text("[1, 2]")
+    elif damage == "record_lacks_sha256":
+        record.write_text(json.dumps({k: v for k, v in info.items() if k != "sha256"}))
+    elif damage == "record_old_format":
+        record.write_text(json.dumps({**info, "format": 1}))
+    else:
+        _rewrite_weights(cache, {
+            "not_a_state_dict": [1, 2, 3], "wrong_shape": {"w": torch.ones(4)},
+            "extra_tensor": {"w": torch.ones(3), "b": torch.ones(1)},
+            "nan_weights": {"w": torch.tensor([1.0, NAN, 1.0])},
+            "pickle_payload": {"w": _Payload(tmp_path / "marker")}}[damage])
+    state, meta, hit = cache.get_or_train("original", "k", trainer(calls, value=3.0))
+    assert not hit and calls == [1, 1] and torch.equal(state["w"], torch.full((3,), 3.0))
+    assert "damaged" in caplog.text and not (tmp_path / "marker").exists()
+    assert json.loads(record.read_text())["stage"] == "original"  # the rebuilt entry is sound ...
+    assert cache.load("original", "k") is not None  # ... and loads
+
+
+def test_a_waiting_job_names_the_lock_holder(tmp_path, caplog, monkeypatch):
+    """A job that finds the key locked says which process holds it (the lock's side file), and says it again
+    while it waits."""
+    import os
+    import socket
+    import threading
+
+    import mu_lightning.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "WAIT_NOTE_S", 0.1)
+    cache, release, results = StageCache(tmp_path), threading.Event(), []
+
+    def slow_train():
+        release.wait(10)
+        return {"w": torch.ones(3)}, {}
+
+    holder = threading.Thread(target=lambda: cache.get_or_train("gold", "k", slow_train))
+    holder.start()
+    side = tmp_path / "gold-k.lock.holder"
+    for _ in range(200):
+        if side.exists():
+            break
+        threading.Event().wait(0.01)
+    waiter = threading.Thread(target=lambda: results.append(cache.get_or_train("gold", "k", trainer([]))))
+    waiter.start()
+    threading.Event().wait(0.5)
+    release.set()
+    holder.join(10)
+    waiter.join(10)
+    notes = [r.getMessage() for r in caplog.records if "is being produced by" in r.getMessage()]
+    assert len(notes) >= 2 and f"pid {os.getpid()} on host {socket.gethostname()}" in notes[0]
+    assert results and results[0][2]  # the waiter loaded what the holder stored

@@ -13,20 +13,23 @@ from mu_lightning.callbacks.forget_retain import ForgetRetainCallback
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import mia
 
-KEYS = ("unlearn/forget_acc", "unlearn/retain_acc", "unlearn/mia_loss_auc")
+METRICS = ("forget_acc", "retain_acc", "mia_loss_auc", "mia_loss_tpr_at_1fpr")
 
 
-def test_trajectory_every_n_steps_from_m_to_the_final_values(run_pipeline, tmp_path):
+def test_trajectory_every_n_steps_from_m_to_the_final_values_with_gold_beside(run_pipeline, tmp_path):
     res = run_pipeline("logger=csv", "callbacks.forget_retain.every_n_steps=10", shared_cache=True)
     m, steps = res["metrics"], res["stages"]["unlearn"]["steps"]
     with open(tmp_path / "run" / "csv" / "unlearn" / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get(KEYS[0]) and not r.get("original/forget_acc")]
+        rows = [r for r in csv.DictReader(f) if r.get("trajectory/forget_acc")]
     logged = {int(r["step"]): r for r in rows}
+    assert len(rows) == len(logged)  # each point once: the last one too
     assert sorted(logged) == sorted({*range(0, steps + 1, 10), steps})
-    assert float(logged[0][KEYS[0]]) == pytest.approx(m["original/forget_acc"])  # step 0 is M itself
-    assert float(logged[0][KEYS[1]]) == pytest.approx(m["original/retain_acc"])
-    for key in KEYS:  # the last point is the final evaluation's value
-        assert float(logged[steps][key]) == pytest.approx(m[key])
+    assert float(logged[0]["trajectory/forget_acc"]) == pytest.approx(m["original/forget_acc"])  # step 0 is M
+    assert float(logged[0]["trajectory/retain_acc"]) == pytest.approx(m["original/retain_acc"])
+    for metric in METRICS:  # the last point is the final evaluation's value; gold's is the same at every point
+        assert float(logged[steps][f"trajectory/{metric}"]) == pytest.approx(m[f"unlearn/{metric}"])
+        (gold,) = {float(r[f"trajectory/gold_{metric}"]) for r in rows}
+        assert gold == pytest.approx(m[f"gold/{metric}"])
 
 
 def test_every_n_steps_must_be_positive():
@@ -63,11 +66,10 @@ def test_is_a_stage_monitor_with_a_step_cadence_and_the_attached_data():
 
 
 def test_loss_auc_is_the_evaluations_definition():
-    """The trajectory's ``mia_loss_auc`` is ``metrics.mia.loss_attack`` on the same balanced pairs as the evaluation."""
+    """The trajectory's ``mia_loss_auc`` is ``metrics.mia.loss_attack`` on all of D_f and D_test, as the evaluation."""
     callback, model = _attached()
     (xf, yf), (xt, yt) = callback.data.tensors("forget"), callback.data.tensors("test")
-    pos, neg = mia.balanced_pairs(len(yf), len(yt), callback.mia_seed)
-    roc = mia.loss_attack(model(xf)[pos].detach(), yf[pos], model(xt)[neg].detach(), yt[neg])
+    roc = mia.loss_attack(model(xf).detach(), yf, model(xt).detach(), yt)
     assert callback.measure(model)["mia_loss_auc"] == pytest.approx(roc["auc"])
 
 

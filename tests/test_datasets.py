@@ -294,3 +294,96 @@ def test_download_true_fetches_the_missing_files_then_loads(tmp_path, monkeypatc
     monkeypatch.setitem(vision.IDX_MD5, "mnist", {f: file_digest(served / f, "md5") for f in IDX_FILES})
     s = load(tmp_path, "dataset=mnist", f"dataset.data_dir={tmp_path / 'd'}", "dataset.download=true")
     assert len(s.y) == 40 and sorted(p.name for p in (tmp_path / "d").glob("*.gz")) == sorted(IDX_FILES)
+
+
+def _damaged_cifar10(root, damage):
+    members = write_cifar10(root)
+    batch = members["cifar-10-batches-py/data_batch_2"]
+    if damage == "labels_shifted":
+        batch["labels"] = batch["labels"][1:]
+    elif damage == "data_not_uint8":
+        batch["data"] = batch["data"].astype(np.float64)
+    elif damage == "data_wrong_width":
+        batch["data"] = batch["data"][:, :100]
+    elif damage == "labels_missing":
+        del batch["labels"]
+    else:
+        batch["labels"] = [*batch["labels"][:-1], 10]
+    write_tar_pickles(root / "cifar-10-python.tar.gz", members)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("labels_shifted", r"data_batch_2: 6 images but labels has shape \[5\]"),
+    ("data_not_uint8", r"data_batch_2: data is float64 \[6, 3072\]; CIFAR images are uint8"),
+    ("data_wrong_width", r"data_batch_2: data is uint8 \[6, 100\]"),
+    ("labels_missing", r"data_batch_2 is not a CIFAR batch \(a dict with 'data' and 'labels'\)"),
+    ("label_out_of_range", r"data_batch_2: labels must be integers from 0 to 9; found \d to 10"),
+])
+def test_a_damaged_cifar_batch_names_the_member_and_the_fault(tmp_path, damage, message):
+    _damaged_cifar10(tmp_path / "c", damage)
+    with pytest.raises(ConfigError, match=r"cifar-10-python.tar.gz: member cifar-10-batches-py/" + message):
+        load(tmp_path, "dataset=cifar10", f"dataset.data_dir={tmp_path / 'c'}")
+
+
+def test_a_damaged_cifar100_archive_names_the_fault(tmp_path):
+    members = write_cifar100(tmp_path / "c")
+    members["cifar-100-python/test"]["coarse_labels"][0] = 20
+    write_tar_pickles(tmp_path / "c" / "cifar-100-python.tar.gz", members)
+    with pytest.raises(ConfigError, match=r"member cifar-100-python/test: labels must be integers from 0 to 19"):
+        load(tmp_path, "dataset=cifar100_coarse", f"dataset.data_dir={tmp_path / 'c'}")
+    members["cifar-100-python/test"]["coarse_labels"][0] = 0
+    members["cifar-100-python/meta"] = {"fine_label_names": FINE_NAMES[:50]}
+    write_tar_pickles(tmp_path / "c" / "cifar-100-python.tar.gz", members)
+    with pytest.raises(ConfigError, match=r"member cifar-100-python/meta has no list of 100 fine_label_names"):
+        load(tmp_path, "dataset=cifar100_coarse", f"dataset.data_dir={tmp_path / 'c'}")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("300_images_250_labels", r"train-labels-idx1-ubyte.gz: holds labels of shape \[250\] for the 300 images of "
+                              r"train-images-idx3-ubyte.gz; it must hold \[300\]"),
+    ("label_out_of_range", r"t10k-labels-idx1-ubyte.gz: labels must be integers from 0 to 9; found \d to 11"),
+    ("header_cut_short", r"t10k-images-idx3-ubyte.gz: the header is cut short \(9 bytes, it promises 3 sizes\)"),
+    ("images_not_3d", r"train-images-idx3-ubyte.gz: holds an array of shape \[30, 784\]; images are \[N, H, W\]"),
+])
+def test_a_damaged_idx_pair_names_the_file_and_the_fault(tmp_path, damage, message):
+    root = tmp_path / "d"
+    arrays = write_mnist(root, n_train=300 if damage.startswith("300") else 30)
+    if damage.startswith("300"):
+        write_idx(root / IDX_FILES[1], arrays[1][:250])
+    elif damage == "label_out_of_range":
+        write_idx(root / IDX_FILES[3], np.append(arrays[3][:-1], 11))
+    elif damage == "header_cut_short":
+        with gzip.open(root / IDX_FILES[2], "wb") as f:
+            f.write(struct.pack(">BBBB", 0, 0, 8, 3) + b"\x00\x00\x00\x0a\x00")
+    else:
+        write_idx(root / IDX_FILES[0], arrays[0].reshape(30, 784))
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, "dataset=mnist", f"dataset.data_dir={root}")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("more_labels", r"train_32x32.mat: X has shape \[32, 32, 3, 12\] and y \[13, 1\]"),
+    ("label_zero", r"train_32x32.mat: labels must be integers from 1 to 10"),
+    ("empty_file", r"test_32x32.mat is not an SVHN .mat file"),
+])
+def test_a_damaged_svhn_file_names_the_file_and_the_fault(tmp_path, damage, message):
+    root = tmp_path / "s"
+    out = write_svhn(root)
+    x, y = out["train_32x32.mat"]
+    if damage == "more_labels":
+        savemat(root / "train_32x32.mat", {"X": x, "y": np.vstack([y, y[:1]])})
+    elif damage == "label_zero":
+        savemat(root / "train_32x32.mat", {"X": x, "y": y - 1})
+    else:
+        (root / "test_32x32.mat").write_bytes(b"")
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, "dataset=svhn", f"dataset.data_dir={root}")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_a_truncated_npz_is_a_config_error(tmp_path, cut):
+    path = own_file(tmp_path, x=RNG.random((50, 1, 2, 2)), y=np.zeros(50, int))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * cut)])
+    with pytest.raises(ConfigError, match=r"dataset.path=.*own.npz: not a readable .npz of numeric arrays"):
+        tensor_file(str(path), input_shape=[1, 2, 2], num_classes=1)

@@ -1,4 +1,5 @@
-"""Fault injection with real processes: kills, concurrent jobs, divergence, a failing disk (slow tier)."""
+"""Faults: kills, concurrent jobs, divergence, a failing disk, Ctrl-C, reruns into a used run directory and failing
+sweep jobs. Those with real processes are in the slow tier."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from mu_lightning.cache import StageCache
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "logger=none", "unlearner=none"]
-pytestmark = pytest.mark.slow
 
 
 def wait_for(predicate, timeout=120.0):
@@ -31,6 +31,7 @@ def wait_for(predicate, timeout=120.0):
     return False
 
 
+@pytest.mark.slow
 def test_kill_during_training_then_rerun_trains_again(tmp_path):
     cache = tmp_path / "cache"
     # ~2,000 steps: long enough to be killed mid-training, short enough to rerun
@@ -63,6 +64,7 @@ SLOW_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_during_cache_write_leaves_no_valid_entry(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True)
@@ -90,6 +92,7 @@ CONCURRENT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_one_key_train_once(tmp_path):
     trained_log = tmp_path / "trained.txt"
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(tmp_path / "cache"), str(trained_log)],
@@ -100,6 +103,7 @@ def test_two_processes_one_key_train_once(tmp_path):
     assert outs[0]["by"] == outs[1]["by"] and outs[0]["w"] == outs[1]["w"] == [0.0, 1.0, 2.0, 3.0]
 
 
+@pytest.mark.slow
 def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     out = subprocess.run(
@@ -116,6 +120,7 @@ def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert runs[0.01]["stages"]["unlearn"]["diverged"] is False
 
 
+@pytest.mark.slow
 def test_full_disk_on_results_keeps_the_cache_valid(tmp_path, monkeypatch):
     from mu_lightning import pipeline
     from tests.helpers import compose_cfg
@@ -135,3 +140,98 @@ def test_full_disk_on_results_keeps_the_cache_valid(tmp_path, monkeypatch):
     cache = StageCache(tmp_path / "cache")
     entries = sorted(p.stem for p in (tmp_path / "cache").glob("*.json"))
     assert len(entries) == 2 and all(cache.load(*e.split("-", 1)) is not None for e in entries)
+
+
+def _train_py(*args, timeout=600):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_full_disk_under_torch_save_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    """torch.save words a failed write as its own RuntimeError; the run reports ENOSPC on the file instead."""
+    import shutil
+
+    import torch
+
+    from mu_lightning import files
+
+    def failing_save(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
+    with pytest.raises(OSError, match="No space left on device") as err:
+        files.atomic_write(tmp_path / "logits.pt", lambda f: torch.save({}, f))
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "logits.pt")
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
+def test_a_successful_rerun_sets_the_earlier_outputs_aside(run_pipeline, tmp_path):
+    quick = ("unlearner=none", "callbacks.forget_retain=null")
+    first = run_pipeline(*quick, "save_unlearned=true", out="run", shared_cache=True)
+    run_pipeline(*quick, "unlearn_seed=1", out="run", shared_cache=True)
+    run_dir = tmp_path / "run"
+    assert not (run_dir / "unlearned.pt").exists()  # the first run's weights are not beside the second's results
+    assert json.loads((run_dir / "results.json").read_text())["config"]["unlearn_seed"] == 1
+    earlier = json.loads((run_dir / "previous" / "results.json").read_text())
+    assert earlier["metrics"] == first["metrics"] and (run_dir / "previous" / "unlearned.pt").exists()
+    run_pipeline(*quick, "unlearn_seed=2", out="run", shared_cache=True)  # a third run keeps both, nested
+    assert json.loads((run_dir / "previous" / "previous" / "results.json").read_text())["config"]["unlearn_seed"] == 0
+
+
+def test_a_failed_rerun_leaves_no_earlier_results_beside_its_files(run_pipeline, tmp_path):
+    from mu_lightning.errors import RunFault
+
+    run_pipeline("unlearner=none", "callbacks.forget_retain=null", out="run", shared_cache=True)
+    with pytest.raises(RunFault, match=r"training the original model diverged at step \d+ .*lower "
+                                       r"train.optimizer.lr \(now 1000000000.0\) or set train.grad_clip"):
+        run_pipeline("unlearner=none", "train.optimizer.lr=1e9", out="run")
+    run_dir = tmp_path / "run"
+    assert (run_dir / "forget_ids.txt").exists() and not (run_dir / "results.json").exists()
+    assert (run_dir / "previous" / "results.json").exists() and (run_dir / "previous" / "forget_ids.txt").exists()
+    assert not list((tmp_path / "cache").glob("*.json"))  # the diverged model was not stored (own cache dir)
+
+
+@pytest.mark.slow
+def test_divergence_of_the_original_is_one_message_and_exit_code_1(tmp_path):
+    out = _train_py(*SMALL, "train.optimizer.lr=1e9", f"paths.cache_dir={tmp_path / 'cache'}",
+                    f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout
+    assert "error: training the original model diverged" in out.stderr + out.stdout
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_message_and_exit_code_130(tmp_path):
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "train.py", "dataset=synthetic", "dataset.source.num_samples=6000",
+                             "logger=csv", "unlearner=none", "train.epochs=30", f"paths.cache_dir={cache}",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert wait_for(lambda: list(cache.glob("original-*.lock"))), "training never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, text[-2000:]
+    assert "error: interrupted (Ctrl-C)" in text and "Traceback" not in text
+    assert not (tmp_path / "run" / "results.json").exists() and not list(cache.glob("*.json"))
+
+
+@pytest.mark.slow
+def test_a_run_dir_that_is_a_file_is_refused_before_hydra_starts(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    out = _train_py(*SMALL, f"hydra.run.dir={tmp_path / 'afile'}", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"error: hydra.run.dir={tmp_path / 'afile'} is not writable" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_failing_sweep_job_keeps_the_summary_and_exits_non_zero(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    out = _train_py("-m", *SMALL, "train.epochs=2", "forget.fraction=2.0,0.1,0.2", f"hydra/launcher={launcher}",
+                    f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}")
+    assert out.returncode != 0
+    summary = (sweep / "summary.md").read_text()
+    assert "fraction=0.1" in summary and "fraction=0.2" in summary  # the other jobs' rows ...
+    assert f"{sweep / '0'}: no results.json (failed or unfinished job)" in summary  # ... and a note for the failed

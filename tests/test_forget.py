@@ -90,3 +90,32 @@ def test_subclass_request_through_the_config_on_a_tensor_file(tmp_path):
     train = data.ids["train"]
     assert data.ids["forget"].tolist() == [i for i in train.tolist() if i % 4 == 3]
     assert data.forgotten_classes() == []  # class 1 keeps its other sub-class
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("12\n\xff\xfe\n".encode("latin-1"), r"not a UTF-8 text file \(byte 3\)"),
+    ("12\n١٣\n".encode(), r"every line must be one integer sample id, the digits 0-9 only \(found '١٣'\)"),
+    (b"12\n-3\n", r"the digits 0-9 only \(found '-3'\)"),
+    (b"12\n" + b"9" * 30 + b"\n", r"the digits 0-9 only \(found '9999"),
+    (b"12\n+13\n", r"the digits 0-9 only \(found '\+13'\)"),
+])
+def test_an_ids_file_with_foreign_bytes_or_digits_is_refused(tmp_path, content, message):
+    from mu_lightning.data.forget import from_file
+
+    (tmp_path / "ids.txt").write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        from_file(torch.arange(100), torch.zeros(100, dtype=torch.int64), str(tmp_path / "ids.txt"))
+
+
+def test_duplicates_in_a_large_ids_file_are_found_fast(tmp_path):
+    """300,000 ids with two repeated: the check sorts once (it used to count each id in the whole list)."""
+    import time
+
+    from mu_lightning.data.forget import from_file
+
+    ids = list(range(300_000)) + [17, 299_999, 17]
+    (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in ids))
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"duplicate sample ids \[17, 299999\]"):
+        from_file(torch.arange(400_000), torch.zeros(400_000, dtype=torch.int64), str(tmp_path / "ids.txt"))
+    assert time.perf_counter() - t0 < 10.0

@@ -20,7 +20,14 @@ RESULTS = {
     "seconds": {"original": 2.0, "gold": 1.5, "unlearn": 0.2},
     "sizes": {"forget": 3, "retain": 5, "test": 4},
     "config": {"seed": 0, "unlearner": {"_target_": "mu_lightning.unlearners.Finetune", "epochs": 5}},
+    "stages": {"unlearn": {"steps": 7}},
 }
+RUN = loggers.StageRun("unlearn", "finetune-s0", {"seed": 0, "choices": {"unlearner": "finetune"}},
+                       ("dataset:digits", "unlearner:finetune"))
+
+
+def stage(name: str) -> loggers.StageRun:
+    return loggers.StageRun(name, f"{name}-run", {"seed": 0})
 
 
 def wandb_records(save_dir: Path, timeout: float = 30.0) -> list:
@@ -94,30 +101,29 @@ def _logits_file(run_dir: Path) -> None:
 
 def test_offline_wandb_run_holds_metrics_config_table_and_histograms(tmp_path):
     _logits_file(tmp_path)
-    run = loggers.wandb_logger(stage="unlearn", save_dir=str(tmp_path), project="test", run_name="digits-finetune",
-                               config={"seed": 0, "choices": {"unlearner": "finetune"}}, mode="offline")
-    run.log_metrics({**RESULTS["metrics"], "seconds/unlearn": 0.2})
+    run = loggers.wandb_logger(RUN, save_dir=str(tmp_path), project="test", mode="offline")
+    loggers.log_final([run], {**RESULTS["metrics"], "seconds/unlearn": 0.2}, step=7)
     loggers.log_results([run], RESULTS, tmp_path)
     loggers.close([run], ok=True)
 
     records = wandb_records(tmp_path)
     (start,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert (start.job_type, start.display_name) == ("unlearn", "digits-finetune/unlearn")
+    assert (start.job_type, start.display_name) == ("unlearn", "finetune-s0")
+    assert list(start.tags) == ["dataset:digits", "unlearner:finetune"]
     assert start.run_group == "/".join(tmp_path.parts[-2:])
-    assert {i.key for i in start.config.update} >= {"seed", "choices"}
-    history = _keys(records, "history")
-    assert {*RESULTS["metrics"], "seconds/unlearn"} <= history
+    assert {i.key for i in start.config.update} - {"_wandb"} == {"seed", "choices"}  # the stage's own, no more
+    history, summary = _keys(records, "history"), _keys(records, "summary")
+    assert not {*RESULTS["metrics"], "seconds/unlearn"} & history  # end-of-run numbers: summary only
+    assert {*RESULTS["metrics"], "seconds/unlearn", "sizes/forget", "seconds/gold"} <= summary
     assert {f"loss/{m}/{s}/_type" for m in loggers.MODELS for s in RESULTS["sizes"]} <= history
     assert {"final_metrics/_type", "forget_vs_retain_table/_type"} <= history
-    assert {"sizes/forget", "seconds/gold"} <= _keys(records, "summary")
-    assert {"seed", "unlearner"} <= _keys(records, "config")
     assert _exit_code(records) == 0
     table = next(tmp_path.glob("wandb/offline-run-*/files/media/table/final_metrics_*.table.json"))
     assert '"forget_acc"' in table.read_text() and '"gold"' in table.read_text()
 
 
 def test_failed_stage_marks_the_wandb_run_failed(tmp_path):
-    run = loggers.wandb_logger(stage="gold", save_dir=str(tmp_path), project="test", run_name="r", mode="offline")
+    run = loggers.wandb_logger(stage("gold"), save_dir=str(tmp_path), project="test", mode="offline")
     run.log_metrics({"train_loss": 1.0})
     loggers.close([run], ok=False)
     assert _exit_code(wandb_records(tmp_path)) == 1
@@ -128,13 +134,13 @@ def test_api_key_without_network_falls_back_to_offline_quickly(tmp_path, monkeyp
     monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     t0 = time.perf_counter()
-    run = loggers.wandb_logger(stage="unlearn", save_dir=str(tmp_path), project="test", run_name="r",
-                               mode="online", init_timeout=2)
-    run.log_metrics({"unlearn/forget_acc": 0.5})
+    run = loggers.wandb_logger(stage("unlearn"), save_dir=str(tmp_path), project="test", mode="online",
+                               init_timeout=2)
+    run.log_metrics({"trajectory/forget_acc": 0.5})
     loggers.close([run], ok=True)
     assert time.perf_counter() - t0 < 45  # init_timeout plus start-up on a loaded 2-core machine
     assert run.experiment.settings.mode == "offline"
-    assert "unlearn/forget_acc" in _keys(wandb_records(tmp_path), "history")
+    assert "trajectory/forget_acc" in _keys(wandb_records(tmp_path), "history")
 
 
 def tensorboard_values(event_dir: Path) -> list:
@@ -162,9 +168,10 @@ def test_csv_tensorboard_and_wandb_hold_the_same_keys(run_pipeline, tmp_path):
         tb_keys = {v.tag for v in tensorboard_values(tmp_path / "run" / "tensorboard" / stage)
                    if v.WhichOneof("value") == "simple_value"}
         assert "train_loss" in csv_keys and csv_keys == tb_keys, stage
-        assert csv_keys - {"epoch"} <= _keys(runs[stage], "history"), stage
+        assert csv_keys - {"epoch"} <= _keys(runs[stage], "history") | _keys(runs[stage], "summary"), stage
         assert _exit_code(runs[stage]) == 0
     assert set(results["metrics"]) <= tb_keys
+    assert set(results["metrics"]) <= _keys(runs["unlearn"], "summary") - _keys(runs["unlearn"], "history")
     (start,) = [r.run for r in runs["unlearn"] if r.WhichOneof("record_type") == "run"]
     config = {i.key: json.loads(i.value_json) for i in start.config.update}
     assert config["choices"]["unlearner"] == "finetune" and config["train"]["epochs"] == 2
@@ -173,7 +180,7 @@ def test_csv_tensorboard_and_wandb_hold_the_same_keys(run_pipeline, tmp_path):
 
 def test_tensorboard_gets_loss_histograms(tmp_path):
     _logits_file(tmp_path)
-    tb = loggers.tensorboard_logger(stage="unlearn", save_dir=str(tmp_path))
+    tb = loggers.tensorboard_logger(stage("unlearn"), save_dir=str(tmp_path))
     loggers.log_results([tb], RESULTS, tmp_path)
     loggers.close([tb], ok=True)
     tags = {v.tag for v in tensorboard_values(tmp_path / "tensorboard" / "unlearn") if v.histo.num}
@@ -182,7 +189,7 @@ def test_tensorboard_gets_loss_histograms(tmp_path):
 
 def test_failing_extras_warn_instead_of_failing_the_run(tmp_path, caplog):
     (tmp_path / "logits.pt").write_bytes(b"not a torch file")
-    tb = loggers.tensorboard_logger(stage="unlearn", save_dir=str(tmp_path))
+    tb = loggers.tensorboard_logger(stage("unlearn"), save_dir=str(tmp_path))
     loggers.log_results([tb], RESULTS, tmp_path)
     loggers.close([tb], ok=True)
     assert "end-of-run logger extras failed" in caplog.text

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as scipy_kl
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
 from mu_lightning.metrics import accuracy, gold, mia, signals
@@ -112,6 +112,42 @@ def test_threshold_attack_tpr_at_one_percent_fpr():
     assert mia.threshold_attack(torch.tensor([5.0, 6.0]), torch.tensor([1.0, 2.0]))["tpr_at_1fpr"] == 1.0
     # no false positive allowed: the threshold must sit above 2, which keeps only the member at 3
     assert mia.threshold_attack(torch.tensor([3.0, 1.0]), torch.tensor([2.0, 0.0]))["tpr_at_1fpr"] == 0.5
+
+
+def test_threshold_attack_is_exact_where_float32_and_a_sigmoid_tie_the_scores():
+    """Negative losses near 0 differ in float64 but all squash to sigmoid 0.5 in float32: AUC 0.5 and TPR 0 then."""
+    members, nonmembers = torch.full((3,), -1e-9, dtype=torch.float64), torch.full((200,), -2e-9, dtype=torch.float64)
+    roc = mia.threshold_attack(members, nonmembers)
+    assert roc == {"auc": 1.0, "tpr_at_1fpr": 1.0}
+    # scores 1 + k·1e-12 are distinct in float64 only; compare with sklearn's exact float64 ROC
+    gen = torch.Generator().manual_seed(3)
+    m = 1 + torch.randint(0, 50, (40,), generator=gen).double() * 1e-12
+    n = 1 + torch.randint(0, 45, (60,), generator=gen).double() * 1e-12
+    labels, scores = np.r_[np.ones(40), np.zeros(60)], np.r_[m.numpy(), n.numpy()]
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    roc = mia.threshold_attack(m, n)
+    assert roc["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert roc["tpr_at_1fpr"] == pytest.approx(tpr[fpr <= 0.01].max(), abs=1e-12)
+
+
+def test_threshold_attack_takes_infinite_losses():
+    members = torch.tensor([0.0, -float("inf")], dtype=torch.float64)
+    assert mia.threshold_attack(members, torch.tensor([-1.0, -float("inf")]))["auc"] == pytest.approx(0.625)
+
+
+def test_loss_attack_of_the_evaluation_uses_all_of_d_test():
+    """fast's ``mia_loss_auc`` is the attack on all of D_f against all of D_test: no balancing draw."""
+    from types import SimpleNamespace
+
+    from mu_lightning.metrics.fast import _summary
+
+    gen = torch.Generator().manual_seed(0)
+    z = {s: torch.randn(n, 3, generator=gen) for s, n in (("forget", 7), ("retain", 30), ("test", 23))}
+    y = {s: torch.randint(0, 3, (len(v),), generator=gen) for s, v in z.items()}
+    ctx = SimpleNamespace(logits=lambda m, s: z[s], labels=lambda s: y[s], cfg=SimpleNamespace(mia_seed=0))
+    expected = mia.exact_roc(-signals.loss(z["forget"], y["forget"]).numpy(),
+                             -signals.loss(z["test"], y["test"]).numpy())
+    assert _summary(ctx, "unlearn")["mia_loss_auc"] == pytest.approx(expected["auc"], abs=1e-12)
 
 
 def test_balanced_pairs_subsample_the_larger_set():

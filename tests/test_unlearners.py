@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -28,7 +29,18 @@ from mu_lightning.data.forget import by_class, random_sample
 from mu_lightning.data.sources import synthetic
 from mu_lightning.errors import ConfigError
 from mu_lightning.models import CNN, MLP, ResNet18
-from mu_lightning.unlearners import SCRUB, Amnesiac, BoundaryExpand, CFk, EUk, Fisher, L1Sparse, NegGradPlus, SalUn
+from mu_lightning.unlearners import (
+    SCRUB,
+    UNSIR,
+    Amnesiac,
+    BoundaryExpand,
+    CFk,
+    EUk,
+    Fisher,
+    L1Sparse,
+    NegGradPlus,
+    SalUn,
+)
 from mu_lightning.unlearners.base import EpochBatches, OneShotUnlearner, Pass, Unlearner, eval_mode
 from mu_lightning.unlearners.cf_k import blocks
 from tests.helpers import compose_cfg
@@ -383,3 +395,145 @@ def test_amnesiac_never_relabels_into_a_forgotten_class():
     mixed = Amnesiac(MLP([1, 8, 8], 10), optimizer=partial(torch.optim.SGD, lr=0.1)).sets(data, seed=0)["mixed"]
     labels = torch.cat([y for _, y in mixed])
     assert len(labels) == len(data.ids["train"]) and not (labels == 3).any()
+
+
+# --- the authors' modes, batches and epochs (issue 13) ---
+
+def bn_running_stats(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [b.clone() for name, b in model.named_buffers() if "running" in name]
+
+
+def forget_class_data() -> UnlearningDataModule:
+    data = UnlearningDataModule(source=partial(synthetic, num_samples=300), forget=partial(by_class, classes=[3]))
+    data.setup()
+    return data
+
+
+def test_salun_mask_is_the_eval_mode_mask_and_leaves_the_statistics_of_m():
+    """generate_mask.py computes the saliency with model.eval(): on a BatchNorm model the mask is the eval-mode one,
+    M's running statistics do not move toward D_f, and the model is back in train mode afterwards."""
+    data = forget_class_data()
+    torch.manual_seed(0)
+    method = SalUn(CNN([1, 8, 8], 10), mask_ratio=0.3, batch_size=32, epochs=1,
+                   optimizer=partial(torch.optim.SGD, lr=0.1))
+    stats = bn_running_stats(method.model)
+    method.model.train()
+    method.edit(data)
+    assert method.model.training
+    assert all(torch.equal(a, b) for a, b in zip(stats, bn_running_stats(method.model), strict=True))
+    params = list(method.model.parameters())
+    saliency = [torch.zeros_like(p) for p in params]
+    with eval_mode(method.model):
+        for x, y in data.batches("forget", 32):
+            for s, g in zip(saliency, torch.autograd.grad(-F.cross_entropy(method.model(x), y), params), strict=True):
+                s += g
+    flat = torch.cat([s.abs().flatten() for s in saliency])
+    threshold = flat.kthvalue(flat.numel() - round(0.3 * flat.numel()) + 1).values
+    assert all(torch.equal(m, (s.abs() >= threshold).float()) for m, s in zip(method.masks, saliency, strict=True))
+
+
+@pytest.mark.parametrize(("mode", "moves"), [("train", True), ("eval", False)])
+def test_unsir_noise_mode_decides_whether_m_statistics_follow_the_noise(mode, moves):
+    """Both reference implementations optimise the noise with M in train mode (its BatchNorm statistics move);
+    noise_mode=eval leaves them as M's."""
+    data = forget_class_data()
+    torch.manual_seed(0)
+    method = UNSIR(CNN([1, 8, 8], 10), noise_batch_size=4, noise_steps=2, noise_mode=mode,
+                   optimizer=partial(torch.optim.Adam, lr=1e-3))
+    stats = bn_running_stats(method.model)
+    method.edit(data)
+    unchanged = all(torch.equal(a, b) for a, b in zip(stats, bn_running_stats(method.model), strict=True))
+    assert unchanged != moves and method.model.training
+    with pytest.raises(ConfigError, match=r"unlearner.noise_mode='test' is not one of train, eval"):
+        UNSIR(CNN([1, 8, 8], 10), noise_mode="test", optimizer=partial(torch.optim.Adam, lr=1e-3))
+
+
+@pytest.mark.parametrize(("mode", "moves"), [("eval", False), ("train", True)])
+def test_train_mode_eval_trains_on_the_running_statistics(mode, moves):
+    """The SCRUB notebook's NegGrad+ (run_neggrad_epoch) trains in eval mode: BatchNorm uses, and keeps, M's
+    running statistics while the weights move."""
+    torch.manual_seed(0)
+    method = NegGradPlus(CNN([1, 8, 8], 10), train_mode=mode, epochs=1, batch_size=32,
+                         optimizer=partial(torch.optim.SGD, lr=0.01))
+    stats, weights = bn_running_stats(method.model), [p.detach().clone() for p in method.model.parameters()]
+    unlearn_directly(method, random_sample)
+    unchanged = all(torch.equal(a, b) for a, b in zip(stats, bn_running_stats(method.model), strict=True))
+    assert unchanged != moves
+    assert any(not torch.equal(a, p) for a, p in zip(weights, method.model.parameters(), strict=True))
+    with pytest.raises(ConfigError, match=r"unlearner.train_mode='frozen' is not one of train, eval"):
+        NegGradPlus(MLP([1, 8, 8], 10), train_mode="frozen", epochs=1, optimizer=partial(torch.optim.SGD, lr=0.01))
+
+
+def test_scrub_takes_the_configured_forget_and_retain_batches():
+    """SCRUB's notebook draws D_f in batches of 512 and D_r of 256: max steps per epoch = ceil(|D_f| / forget batch),
+    min steps = ceil(|D_r| / retain batch)."""
+    method = SCRUB(MLP([1, 8, 8], 10), msteps=1, epochs=2, batch_size=64, forget_batch_size=7, retain_batch_size=50,
+                   optimizer=partial(torch.optim.SGD, lr=1e-3))
+    data = unlearn_directly(method, random_sample)
+    n_f, n_r = len(data.ids["forget"]), len(data.ids["retain"])
+    assert method.steps_taken == math.ceil(n_f / 7) + 2 * math.ceil(n_r / 50)
+    sizes = {name: len(next(iter(b))[1]) for name, b in method.sets(data, 0).items()}
+    assert sizes == {"forget": 7, "retain": 50}
+    with pytest.raises(ConfigError, match=r"unlearner.forget_batch_size=0 must be a positive integer or null"):
+        SCRUB(MLP([1, 8, 8], 10), forget_batch_size=0, optimizer=partial(torch.optim.SGD, lr=1e-3))
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_augment_switches_the_dataset_augmentation_of_the_passes(augment):
+    data = forget_class_data()
+    data.augment = lambda x, generator: x + 1  # a marker: which batches were augmented
+    method = NegGradPlus(MLP([1, 8, 8], 10), augment=augment, epochs=1, optimizer=partial(torch.optim.SGD, lr=0.01))
+    x, _ = next(iter(method.sets(data, 0)["retain"]))
+    originals = data.tensors("retain")[0]
+    assert any(torch.equal(row, orig) for row in x[:1] for orig in originals) != augment
+
+
+def test_cf_k_train_head_false_leaves_the_head_as_m():
+    resnet = ResNet18([3, 32, 32], 10, width=4)
+    sgd = partial(torch.optim.SGD, lr=0.1)
+    assert list(CFk(resnet, k=2, train_head=False, optimizer=sgd).trainable_parameters()) == list(
+        resnet.layer4.parameters())  # the SCRUB notebook's CF-k: layer4 alone
+    with pytest.raises(ConfigError, match=r"unlearner.k=1 with unlearner.train_head=false leaves nothing to train"):
+        CFk(resnet, k=1, train_head=False, optimizer=sgd)
+
+
+def test_eu_k_original_init_puts_back_m_own_initial_weights():
+    torch.manual_seed(0)
+    initial = MLP([1, 8, 8], 10).state_dict()
+    model = MLP([1, 8, 8], 10)  # M: other weights than its start
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method = EUk(model, k=2, train_head=False, reinit="original_init", optimizer=partial(torch.optim.SGD, lr=0.1))
+    assert method.needs_initial_weights
+    method.initial_weights = initial
+    method.edit(None)
+    after = model.state_dict()
+    assert {k for k in before if not torch.equal(before[k], after[k])} == {"3.weight", "3.bias"}  # the block before
+    assert torch.equal(after["3.weight"], initial["3.weight"]) and torch.equal(after["5.weight"], before["5.weight"])
+
+
+def test_the_pipeline_gives_eu_k_the_initialisation_of_m(run_pipeline, tmp_path):
+    from mu_lightning.pipeline import _build_model
+
+    run_pipeline("unlearner=eu_k", "unlearner.epochs=0", "save_unlearned=true", "callbacks.forget_retain=null",
+                 shared_cache=True)
+    unlearned = torch.load(tmp_path / "run" / "unlearned.pt", weights_only=True)
+    initial = _build_model(compose_cfg(tmp_path, ["unlearner=eu_k"]), seed=0).state_dict()
+    assert torch.equal(unlearned["3.weight"], initial["3.weight"])  # the block before the head (train_head false)
+    assert not torch.equal(unlearned["5.weight"], initial["5.weight"])  # the head stays M's
+
+
+def test_random_label_mixed_epoch_is_one_shuffled_pass_over_forget_and_retain():
+    """SalUn's CIFAR-100 epoch (RL.py): relabelled D_f joined with D_r, one shuffled pass; forget samples are drawn
+    a random label whenever they are seen, retain samples keep theirs."""
+    data = forget_class_data()
+    method = SalUn(MLP([1, 8, 8], 10), epoch="mixed", epochs=1, batch_size=32,
+                   optimizer=partial(torch.optim.SGD, lr=0.1))
+    method.data = data
+    (mixed,) = method.sets(data, 0).values()
+    assert method.passes(0) == (Pass("mixed"),) and len(mixed.x) == len(data.ids["forget"]) + len(data.ids["retain"])
+    labels = torch.cat([y for _, y in mixed])
+    assert (labels >= 10).sum() == len(data.ids["forget"])  # marked forget samples, relabelled in loss()
+    x, y = next(iter(mixed))
+    assert torch.isfinite(method.loss({"mixed": (x, y)}))  # a marked label reaching CE would raise
+    with pytest.raises(ConfigError, match=r"unlearner.epoch='shuffled' is not one of passes, mixed"):
+        SalUn(MLP([1, 8, 8], 10), epoch="shuffled", epochs=1, optimizer=partial(torch.optim.SGD, lr=0.1))

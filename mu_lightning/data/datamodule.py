@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 from collections.abc import Callable
@@ -33,18 +34,30 @@ class UnlearningDataModule(L.LightningDataModule):
             test split; val is always drawn from the non-test part.
         split_seed: the seed of that draw; part of the dataset's identity, not of a run.
         augment: ``(x, generator) -> x`` applied to training batches (``batches(..., augment=True)``), or None.
+        poison: a manipulation of the training samples (``conf/poison/*.yaml``, ``data/poison.py``) applied after the
+            split and before the forget requests, or None. The ids it manipulated are ``poison_ids`` (passed to a
+            selector that declares ``poison_ids``: ``forget=poisoned``), and the split ``clean`` (D without them,
+            what the clean reference model learns) exists exactly when it manipulated any.
+        classwise_test: ``keep`` (every test sample) or ``drop``: the test split leaves out the classes with no
+            sample left in D_r, i.e. the classes a class-wise request forgets, as Unlearn-Sparse and SalUn evaluate
+            (``metric.classwise_test``; ``dropped_test_classes`` names them). Random requests drop nothing.
     """
 
     def __init__(
         self, source: Callable[[], Samples], forget: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         test_fraction: float = 0.2, val_fraction: float = 0.1, split_seed: int = 0,
-        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None, poison: Callable | None = None,
+        classwise_test: str = "keep",
     ):
         super().__init__()
         for name, value in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0 <= value < 1:
                 raise ConfigError(f"dataset.{name}={value} is out of range: it must be >= 0 and < 1")
-        self.source, self.augment = source, augment
+        if classwise_test not in ("keep", "drop"):
+            raise ConfigError(f"metric.classwise_test={classwise_test!r} is not allowed: use keep (every test sample) "
+                              "or drop (leave out the classes a class-wise request forgets)")
+        self.source, self.augment, self.poison, self.classwise_test = source, augment, poison, classwise_test
+        self.poison_ids = torch.empty(0, dtype=torch.int64)  # sample ids the poison manipulated (sorted)
         self.selectors = list(forget) if isinstance(forget, list | tuple) else [forget]
         if not self.selectors:
             raise ConfigError("forget.requests is empty: give one or more requests")
@@ -70,9 +83,14 @@ class UnlearningDataModule(L.LightningDataModule):
         n_val = round(self.val_fraction * len(pool))
         val, train = pool[:n_val], pool[n_val:]
         train = train.sort().values
+        if self.poison is not None:
+            manipulated = self.poison(samples.x, samples.y, train)
+            samples = dataclasses.replace(samples, x=manipulated.x, y=manipulated.y)
+            self.poison_ids = manipulated.ids
         remaining = train
         for k, selector in enumerate(self.selectors):
-            forget = selector(remaining, samples.y[remaining], **self._request_context(selector, samples, remaining))
+            context = self._request_context(selector, samples, remaining, self.poison_ids)
+            forget = selector(remaining, samples.y[remaining], **context)
             remaining = remaining[~torch.isin(remaining, forget)]
             if len(remaining) == 0:
                 which = f"forget request {k + 1} of {len(self.selectors)}" if len(self.selectors) > 1 else \
@@ -81,13 +99,19 @@ class UnlearningDataModule(L.LightningDataModule):
             self.requests.append(forget)
         self.samples = samples
         self._fixed = {"train": train, "val": val.sort().values, "test": test.sort().values}
+        if len(self.poison_ids):
+            self._fixed["clean"] = train[~torch.isin(train, self.poison_ids)]
         self.ids = self._ids_at(0)
 
     def _ids_at(self, k: int) -> dict[str, torch.Tensor]:
         earlier = torch.cat([torch.empty(0, dtype=torch.int64), *self.requests[:k]]).sort().values
         retain = self._fixed["train"][~torch.isin(self._fixed["train"], torch.cat([earlier, self.requests[k]]))]
+        test = self._fixed["test"]
+        if self.classwise_test == "drop":
+            test = test[torch.isin(self.samples.y[test], self.samples.y[retain])]
         return {"train": self._fixed["train"], "forget": self.requests[k], "retain": retain,
-                "val": self._fixed["val"], "test": self._fixed["test"], "forgotten": earlier}
+                "val": self._fixed["val"], "test": test, "forgotten": earlier,
+                **({"clean": self._fixed["clean"]} if "clean" in self._fixed else {})}
 
     def request(self, k: int) -> UnlearningDataModule:
         """The data as request ``k`` (from 0) sees it: D_f is its samples, D_r what no request up to it has taken,
@@ -97,13 +121,20 @@ class UnlearningDataModule(L.LightningDataModule):
         return view
 
     @staticmethod
-    def _request_context(selector: Callable, samples: Samples, train: torch.Tensor) -> dict:
+    def _request_context(selector: Callable, samples: Samples, train: torch.Tensor, poison_ids: torch.Tensor
+                         ) -> dict:
         """What a selector needs beyond labels, for the training samples; passed only where it declares it."""
         params = inspect.signature(selector).parameters
         per_sample = {"groups": samples.group, "fine_labels": samples.fine}
         context = {k: (None if v is None else v[train]) for k, v in per_sample.items()}
         context["fine_names"] = samples.fine_names
+        context["poison_ids"] = poison_ids
         return {k: v for k, v in context.items() if k in params}
+
+    def dropped_test_classes(self) -> list[int]:
+        """Classes of the dataset's test split that ``classwise_test: drop`` leaves out of ``test`` (sorted)."""
+        y = self.samples.y
+        return sorted(set(y[self._fixed["test"]].tolist()) - set(y[self.ids["test"]].tolist()))
 
     @property
     def num_classes(self) -> int:

@@ -9,6 +9,7 @@ the training samples: ``groups`` (``Samples.group``), ``fine_labels`` (``Samples
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
@@ -18,6 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning.errors import ConfigError
+
+ID_LINE = re.compile(r"[0-9]{1,18}")  # one sample id: ASCII digits, small enough for int64
 
 
 def how_many(n: int, fraction: float | None, count: int | None, unit: str) -> int:
@@ -68,17 +71,23 @@ def from_file(train_ids: torch.Tensor, labels: torch.Tensor, path: str | None = 
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"forget.path={path}: no such file")
-    lines = [s.strip() for s in file.read_text().splitlines() if s.strip() and not s.lstrip().startswith("#")]
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"forget.path={path}: not a UTF-8 text file (byte {err.start}); it must hold one sample "
+                          "id per line") from None
+    lines = [s.strip() for s in text.splitlines() if s.strip() and not s.lstrip().startswith("#")]
     if not lines:
         raise ConfigError(f"forget.path={path}: the file holds no sample ids")
-    try:
-        ids = [int(s) for s in lines]
-    except ValueError as err:
-        raise ConfigError(f"forget.path={path}: every line must be one integer sample id ({err})") from None
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ConfigError(f"forget.path={path}: duplicate sample ids {dup}")
-    ids_t = torch.tensor(ids, dtype=torch.int64)
+    bad = next((s for s in lines if not ID_LINE.fullmatch(s)), None)
+    if bad is not None:
+        raise ConfigError(f"forget.path={path}: every line must be one integer sample id, the digits 0-9 only "
+                          f"(found {bad[:40]!r})")
+    ids_t = torch.tensor([int(s) for s in lines], dtype=torch.int64)
+    ordered = ids_t.sort().values  # duplicates are neighbours once sorted: O(n log n) for any file size
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(repeated):
+        raise ConfigError(f"forget.path={path}: duplicate sample ids {repeated.unique()[:5].tolist()}")
     outside = ids_t[~torch.isin(ids_t, train_ids)]
     if len(outside):
         raise ConfigError(f"forget.path={path}: ids {outside[:5].tolist()} are not in the training split "

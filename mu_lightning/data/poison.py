@@ -11,6 +11,8 @@ A manipulation is a callable ``poison(x, y, train_ids=None, num_classes=None) ->
 - It returns new tensors (the inputs are left as they are; a tensor it does not change is returned as is) and
   ``ids``: the sorted int64 sample ids it manipulated, a subset of ``train_ids`` (what ``poison_ids.txt`` lists and
   what ``forget=poisoned`` draws from).
+- ``check_fits(num_classes, image_hw)`` raises ConfigError when the settings cannot fit a dataset with that many
+  classes and ``H×W`` images (the pipeline calls it from the dataset's config before any data loads).
 - ``fingerprint()`` is a JSON-able dict of its settings for the stage-cache key: ``{}`` for ``none``, so a run
   without a manipulation keeps its key.
 
@@ -114,6 +116,9 @@ class NoPoison:
                  num_classes: int | None = None) -> Poisoned:
         return Poisoned(x, y, torch.empty(0, dtype=torch.int64))
 
+    def check_fits(self, num_classes: int, image_hw: Sequence[int]) -> None:
+        """Nothing to check: fits every dataset."""
+
     def fingerprint(self) -> dict[str, Any]:
         return {}  # no key entry: runs without a manipulation keep the cache keys they had
 
@@ -179,11 +184,7 @@ class BadNets:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, train_ids: torch.Tensor | None = None,
                  num_classes: int | None = None) -> Poisoned:
         train = _train_ids(y, train_ids)
-        classes = _num_classes(y, num_classes)
-        if self.target_class >= classes:
-            raise ConfigError(f"poison.target_class={self.target_class} is out of range: the dataset has {classes} "
-                              f"classes (0 to {classes - 1})")
-        patch_origin(x.shape[-2:], self.patch_size, self.position)  # the patch fits the images
+        self.check_fits(_num_classes(y, num_classes), x.shape[-2:])
         pool = train if self.include_target else train[y[train] != self.target_class]
         k = self.count if self.count is not None else round(self.share * len(train))
         where = "training samples" if self.include_target else f"training samples not of class {self.target_class}"
@@ -201,6 +202,14 @@ class BadNets:
         out_x[ids] = self.trigger(x[ids])
         out_y[ids] = self.target_class
         return Poisoned(out_x, out_y, ids)
+
+    def check_fits(self, num_classes: int, image_hw: Sequence[int]) -> None:
+        """ConfigError unless ``target_class`` is one of ``num_classes`` classes and the patch fits ``H×W`` images:
+        checked from the dataset's config before any data loads, and again on the data."""
+        if self.target_class >= num_classes:
+            raise ConfigError(f"poison.target_class={self.target_class} is out of range: the dataset has "
+                              f"{num_classes} classes (0 to {num_classes - 1})")
+        patch_origin(image_hw, self.patch_size, self.position)
 
     def trigger(self, x: torch.Tensor) -> torch.Tensor:
         """A copy of ``x`` (``[..., H, W]``) with this trigger stamped on: for the attack success rate on test
@@ -256,10 +265,7 @@ class InterClass:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, train_ids: torch.Tensor | None = None,
                  num_classes: int | None = None) -> Poisoned:
         train = _train_ids(y, train_ids)
-        n_classes = _num_classes(y, num_classes)
-        if max(self.classes) >= n_classes:
-            raise ConfigError(f"poison.classes={list(self.classes)} is out of range: the dataset has {n_classes} "
-                              f"classes (0 to {n_classes - 1})")
+        self.check_fits(_num_classes(y, num_classes), x.shape[-2:])
         a, b = self.classes
         chosen = []
         for k, c in enumerate((a, b)):
@@ -279,6 +285,12 @@ class InterClass:
         out_y = y.clone()
         out_y[chosen[0]], out_y[chosen[1]] = b, a
         return Poisoned(x, out_y, torch.cat(chosen).sort().values)
+
+    def check_fits(self, num_classes: int, image_hw: Sequence[int]) -> None:
+        """ConfigError unless both classes are among ``num_classes`` (``image_hw``: any image size fits)."""
+        if max(self.classes) >= num_classes:
+            raise ConfigError(f"poison.classes={list(self.classes)} is out of range: the dataset has {num_classes} "
+                              f"classes (0 to {num_classes - 1})")
 
     def fingerprint(self) -> dict[str, Any]:
         return {"poison": self.name, "classes": list(self.classes), "share": self.share, "count": self.count,

@@ -25,6 +25,10 @@ class Samples:
     - ``fine`` is a finer label inside ``y`` when ``y`` is coarse (CIFAR-100's 100 classes inside its 20
       superclasses): ``forget=subclass`` forgets one fine class while the model keeps predicting coarse labels.
       ``fine_names`` optionally names the fine classes, so a request can say ``rocket`` instead of ``69``.
+
+    ``pixel_stats`` is the per-channel ``(mean, std)`` that ``x`` was standardised with (``standardise``), so that
+    ``x·std + mean`` gives the pixel values back; None when ``x`` holds the values as read (digits: pixels in [0, 1]).
+    Methods that work in pixel space (Boundary Shrink's clamp and rounding) read it.
     """
 
     x: torch.Tensor
@@ -33,6 +37,7 @@ class Samples:
     group: torch.Tensor | None = None
     fine: torch.Tensor | None = None
     fine_names: tuple[str, ...] | None = None
+    pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def __post_init__(self):
         n = len(self.y)
@@ -92,15 +97,18 @@ def synthetic(
     return Samples(x=x.float(), y=y.long(), group=assign_entities(num_samples, num_entities, entity_seed))
 
 
-def standardise(x: torch.Tensor, split: torch.Tensor | None) -> torch.Tensor:
+def standardise(x: torch.Tensor, split: torch.Tensor | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel zero mean, unit variance, with statistics of the training split only (all samples if none).
 
     Test samples must not shape the inputs the model is trained on; a constant channel is only centred. Works in
-    place (a CIFAR copy is 0.7 GB) and returns ``x``.
+    place (a CIFAR copy is 0.7 GB) and returns the ``(mean, std)`` per channel it used: ``Samples.pixel_stats``.
     """
     rows = slice(None) if split is None else split == 0
+    means, stds = [], []
     for c in range(x.shape[1]):  # one channel at a time: a copy of one channel's training values, not of all of x
         values = x[:, c][rows]
         std = float(values.std())
-        x[:, c] = (x[:, c] - float(values.mean())) / (std if std > 0 else 1.0)
-    return x
+        means.append(float(values.mean()))
+        stds.append(std if std > 0 else 1.0)
+        x[:, c] = (x[:, c] - means[-1]) / stds[-1]
+    return tuple(means), tuple(stds)

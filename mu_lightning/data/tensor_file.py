@@ -9,6 +9,7 @@ silently ignored.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,10 @@ def tensor_file(path: str | None, input_shape: list[int] | None = None, num_clas
     if "split" in fields and not (fields["split"] == 0).any():
         raise ConfigError(f"dataset.path={path}: split marks no sample as training (0)")
     _check_config(path, x, fields["y"], input_shape, num_classes)
-    if normalize:
-        standardise(x, fields.get("split"))
+    stats = standardise(x, fields.get("split")) if normalize else None
     if "group" not in fields:
         fields["group"] = assign_entities(len(x), num_entities, entity_seed)
-    return Samples(x=x, **fields)
+    return Samples(x=x, pixel_stats=stats, **fields)
 
 
 def _load(path: str | None) -> dict[str, torch.Tensor]:
@@ -66,8 +66,9 @@ def _load(path: str | None) -> dict[str, torch.Tensor]:
         try:
             with np.load(file, allow_pickle=False) as npz:
                 return {k: torch.from_numpy(np.array(npz[k])) for k in npz.files}
-        except (ValueError, OSError, TypeError) as err:
-            raise ConfigError(f"dataset.path={path}: not a readable .npz of numeric arrays ({err})") from None
+        except (ValueError, OSError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            raise ConfigError(f"dataset.path={path}: not a readable .npz of numeric arrays ({type(err).__name__}: "
+                              f"{err})") from None
     if file.suffix == ".pt":
         try:
             data = torch.load(file, map_location="cpu", weights_only=True)

@@ -64,11 +64,12 @@ def cifar10(data_dir: str, download: bool = False, normalize: bool = True, num_e
     """CIFAR-10: 50,000 + 10,000 colour images, 3×32×32, 10 classes, from ``cifar-10-python.tar.gz``."""
     path = locate("cifar10", data_dir, [CIFAR10], download)[CIFAR10.name]
     names = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)] + ["cifar-10-batches-py/test_batch"]
-    batches = _read_tar_pickles(path, names)
-    x = np.concatenate([b["data"] for b in batches])
-    y = np.concatenate([np.asarray(b["labels"]) for b in batches])
-    split = np.repeat([0, 1], [sum(len(b["labels"]) for b in batches[:5]), len(batches[5]["labels"])])
-    return _samples(path, x.reshape(-1, 3, 32, 32), y, split, normalize, num_entities, entity_seed)
+    batches = [_cifar_batch(path, n, b, "labels", 10) for n, b in zip(names, _read_tar_pickles(path, names),
+                                                                       strict=True)]
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    split = np.repeat([0, 1], [sum(len(b[1]) for b in batches[:5]), len(batches[5][1])])
+    return _samples(path, x, y, split, normalize, num_entities, entity_seed)
 
 
 def cifar100(data_dir: str, download: bool = False, label: str = "fine", normalize: bool = True,
@@ -83,15 +84,22 @@ def cifar100(data_dir: str, download: bool = False, label: str = "fine", normali
         raise ConfigError(f"dataset.source.label={label!r} is not allowed: use fine (100 classes) or coarse "
                           "(20 superclasses, fine classes kept for forget=subclass)")
     path = locate("cifar100", data_dir, [CIFAR100], download)[CIFAR100.name]
-    train, test, meta = _read_tar_pickles(path, [f"cifar-100-python/{n}" for n in ("train", "test", "meta")])
-    x = np.concatenate([train["data"], test["data"]])
-    fine = np.concatenate([train["fine_labels"], test["fine_labels"]])
-    split = np.repeat([0, 1], [len(train["fine_labels"]), len(test["fine_labels"])])
+    names = [f"cifar-100-python/{n}" for n in ("train", "test", "meta")]
+    train, test, meta = _read_tar_pickles(path, names)
+    (x_train, fine_train), (x_test, fine_test) = (_cifar_batch(path, n, b, "fine_labels", 100)
+                                                  for n, b in zip(names, (train, test), strict=False))
+    x, fine = np.concatenate([x_train, x_test]), np.concatenate([fine_train, fine_test])
+    split = np.repeat([0, 1], [len(fine_train), len(fine_test)])
     if label == "fine":
-        return _samples(path, x.reshape(-1, 3, 32, 32), fine, split, normalize, num_entities, entity_seed)
-    coarse = np.concatenate([train["coarse_labels"], test["coarse_labels"]])
-    return _samples(path, x.reshape(-1, 3, 32, 32), coarse, split, normalize, num_entities, entity_seed,
-                    fine=torch.tensor(fine, dtype=torch.int64), fine_names=tuple(meta["fine_label_names"]))
+        return _samples(path, x, fine, split, normalize, num_entities, entity_seed)
+    coarse = np.concatenate([_cifar_batch(path, n, b, "coarse_labels", 20)[1]
+                             for n, b in zip(names, (train, test), strict=False)])
+    fine_names = meta.get("fine_label_names") if isinstance(meta, dict) else None
+    if not isinstance(fine_names, list) or len(fine_names) != 100 or not all(isinstance(n, str) for n in fine_names):
+        raise ConfigError(f"{path}: member {names[2]} has no list of 100 fine_label_names: is it the official "
+                          "archive?")
+    return _samples(path, x, coarse, split, normalize, num_entities, entity_seed,
+                    fine=torch.tensor(fine, dtype=torch.int64), fine_names=tuple(fine_names))
 
 
 def svhn(data_dir: str, download: bool = False, extra: bool = False, normalize: bool = True,
@@ -101,6 +109,7 @@ def svhn(data_dir: str, download: bool = False, extra: bool = False, normalize: 
     The files label the digit 0 as 10; it becomes 0 here.
     """
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     names = ["train_32x32.mat", *(["extra_32x32.mat"] if extra else []), "test_32x32.mat"]
     paths = locate("svhn", data_dir, [RemoteFile(n, (f"{SVHN_URL}/{n}",), SVHN_MD5[n]) for n in names], download)
@@ -108,10 +117,15 @@ def svhn(data_dir: str, download: bool = False, extra: bool = False, normalize: 
     for name in names:
         try:
             mat = loadmat(paths[name], variable_names=["X", "y"])
-            xs.append(mat["X"].transpose(3, 2, 0, 1))  # [H, W, C, N] -> [N, C, H, W]
-            ys.append(mat["y"].reshape(-1) % 10)
-        except (ValueError, KeyError, OSError, TypeError) as err:
-            raise ConfigError(f"{paths[name]} is not an SVHN .mat file with X [32, 32, 3, N] and y: {err}") from None
+            x, y = mat["X"], mat["y"]
+        except (ValueError, KeyError, OSError, TypeError, NotImplementedError, MatReadError) as err:
+            raise ConfigError(f"{paths[name]} is not an SVHN .mat file with X [32, 32, 3, N] and y: "
+                              f"{type(err).__name__}: {err}") from None
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.size != x.shape[-1]:
+            raise ConfigError(f"{paths[name]}: X has shape {list(x.shape)} and y {list(y.shape)}; an SVHN file holds "
+                              "X [32, 32, 3, N] and y [N, 1], one label per image")
+        xs.append(x.transpose(3, 2, 0, 1))  # [H, W, C, N] -> [N, C, H, W]
+        ys.append(_labels(paths[name], y.reshape(-1), 1, 10, "1 to 10 (10 is the digit 0)") % 10)
     split = np.repeat([0] * (len(names) - 1) + [1], [len(y) for y in ys])
     return _samples(paths[names[0]], np.concatenate(xs), np.concatenate(ys), split, normalize, num_entities,
                     entity_seed)
@@ -122,10 +136,14 @@ def _idx_dataset(name: str, base_urls: tuple[str, ...], data_dir: str, download:
     files = [RemoteFile(f, tuple(f"{u}/{f}" for u in base_urls), md5) for f, md5 in IDX_MD5[name].items()]
     paths = locate(name, data_dir, files, download)
     x_train, y_train, x_test, y_test = (read_idx(paths[f.name]) for f in files)
-    for images, labels in ((x_train, y_train), (x_test, y_test)):
-        if images.ndim != 3 or labels.ndim != 1:
-            raise ConfigError(f"{name}: expected images [N, H, W] and labels [N] in the IDX files, got "
-                              f"{list(images.shape)} and {list(labels.shape)}")
+    for k, (images, labels) in enumerate(((x_train, y_train), (x_test, y_test))):
+        image_file, label_file = paths[files[2 * k].name], paths[files[2 * k + 1].name]
+        if images.ndim != 3:
+            raise ConfigError(f"{image_file}: holds an array of shape {list(images.shape)}; images are [N, H, W]")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ConfigError(f"{label_file}: holds labels of shape {list(labels.shape)} for the {len(images)} "
+                              f"images of {image_file.name}; it must hold [{len(images)}], one label per image")
+        _labels(label_file, labels, 0, 9, "0 to 9")
     split = np.repeat([0, 1], [len(y_train), len(y_test)])
     x = np.concatenate([x_train, x_test])[:, None]
     return _samples(paths[files[0].name], x, np.concatenate([y_train, y_test]), split, normalize, num_entities,
@@ -142,6 +160,8 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
         raise ConfigError(f"{path} is not an IDX file of unsigned bytes (magic {raw[:4].hex()}, expected 000008xx)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ConfigError(f"{path}: the header is cut short ({len(raw)} bytes, it promises {ndim} sizes)")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -162,6 +182,30 @@ class _ArrayUnpickler(pickle.Unpickler):
         if (module, name) == ("_codecs", "encode"):  # how Python 3 writes bytes at pickle protocol 2
             return codecs.encode
         raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a dataset batch")
+
+
+def _cifar_batch(path: Path, member: str, batch, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch's images ``[N, 3, 32, 32]`` and labels, checked against each other: a dict with ``data``
+    (uint8 ``[N, 3072]``) and ``label_key`` (N integers from 0 to ``classes - 1``)."""
+    where = f"{path}: member {member}"
+    if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
+        raise ConfigError(f"{where} is not a CIFAR batch (a dict with 'data' and {label_key!r}): is it the official "
+                          "archive?")
+    x, y = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+        raise ConfigError(f"{where}: data is {x.dtype} {list(x.shape)}; CIFAR images are uint8 [N, 3072]")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ConfigError(f"{where}: {len(x)} images but {label_key} has shape {list(y.shape)}; it must hold one "
+                          "label per image")
+    return x.reshape(-1, 3, 32, 32), _labels(Path(where), y, 0, classes - 1, f"0 to {classes - 1}")
+
+
+def _labels(path: Path, y: np.ndarray, low: int, high: int, allowed: str) -> np.ndarray:
+    """``y`` if it holds integers from ``low`` to ``high``; else a ConfigError naming ``path``."""
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < low or y.max() > high):
+        found = f"{y.dtype}" if not np.issubdtype(y.dtype, np.integer) else f"{y.min()} to {y.max()}"
+        raise ConfigError(f"{path}: labels must be integers from {allowed}; found {found}")
+    return y
 
 
 def _read_tar_pickles(path: Path, members: list[str]) -> list[dict]:
@@ -189,7 +233,6 @@ def _samples(path: Path, x: np.ndarray, y: np.ndarray, split: np.ndarray, normal
         raise ConfigError(f"{path}: {len(x)} images but {len(y)} labels")
     split_t = torch.tensor(split, dtype=torch.int64)
     images = torch.from_numpy(np.asarray(x, dtype=np.float32)).div_(255.0)
-    if normalize:
-        standardise(images, split_t)
+    stats = standardise(images, split_t) if normalize else None
     return Samples(x=images, y=torch.tensor(np.asarray(y), dtype=torch.int64), split=split_t,
-                   group=assign_entities(len(y), num_entities, entity_seed), **extra)
+                   group=assign_entities(len(y), num_entities, entity_seed), pixel_stats=stats, **extra)

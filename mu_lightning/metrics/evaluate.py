@@ -12,6 +12,7 @@ from typing import Any
 
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics.context import EvalContext
+from mu_lightning.metrics.corrective import corrective
 from mu_lightning.metrics.fast import fast
 from mu_lightning.metrics.full import full
 from mu_lightning.metrics.names import TIERS
@@ -25,12 +26,14 @@ def evaluate(ctx: EvalContext, objective: str | None = None) -> dict[str, float]
     """Metrics named ``<model>/<metric>`` (model: original, gold, unlearn), e.g. ``unlearn/forget_acc``.
 
     Every tier up to ``ctx.cfg.tier`` (checked beforehand by ``check_config``), then the validation-split metrics the
-    hyperparameter-search ``objective`` names, if any (``<model>/avg_gap_val``).
+    hyperparameter-search ``objective`` names, if any (``<model>/avg_gap_val``), and the corrective-unlearning
+    metrics when the training set was manipulated (``poison=...``: ``corrective.py``, with the ``clean`` model).
     """
     out: dict[str, float] = {}
     for tier in TIERS[: TIERS.index(ctx.cfg.tier) + 1]:
         out.update(TIER_METRICS[tier](ctx))
     out.update(validation(ctx, objective))
+    out.update(corrective(ctx))
     return out
 
 
@@ -44,6 +47,10 @@ def check_config(cfg: Any) -> str:
     if int(cfg.seeds) < 3:
         raise ConfigError(f"metric.seeds={cfg.seeds} is too few: metric={tier} needs at least 3 gold seeds "
                           "(the reference gold and two more, for a per-example spread)")
+    zrf_on = (cfg.get("zrf") or {}).get("on", "forget")
+    if zrf_on not in ("forget", "heldout"):
+        raise ConfigError(f"metric.zrf.on={zrf_on!r} is not allowed: use forget (D_f) or heldout (validation "
+                          "samples of the forgotten classes)")
     if not 0 <= cfg.ain.alpha < 1:
         raise ConfigError(f"metric.ain.alpha={cfg.ain.alpha} is out of range: it must be >= 0 and < 1")
     if tier == "seeds" and not 0 <= cfg.rmia.a <= 1:

@@ -40,8 +40,7 @@ def _summary(ctx: EvalContext, m: str) -> dict[str, float]:
     z = {s: ctx.logits(m, s) for s in GAP_SPLITS}
     y = {s: ctx.labels(s) for s in z}
     ent = {s: signals.entropy(z[s]) for s in z}
-    pos, neg = mia.balanced_pairs(len(y["forget"]), len(y["test"]), ctx.cfg.mia_seed)
-    roc = mia.loss_attack(z["forget"][pos], y["forget"][pos], z["test"][neg], y["test"][neg])
+    roc = mia.loss_attack(z["forget"], y["forget"], z["test"], y["test"])  # all of both sets: no balancing draw
     return {
         **gap_parts(ctx, m),
         "mia_entropy_member_rate": mia.entropy_member_rate(ent["retain"], ent["test"], ent["forget"]),
@@ -87,16 +86,36 @@ def _relative(ctx: EvalContext, m: str, ref: str) -> dict[str, float]:
 
 
 def efficiency(ctx: EvalContext) -> dict[str, float]:
-    """RTE, speed-up over retraining and gradient-step ratio (§5).
+    """The cost of unlearning against retraining (§5): FLOPs and gradient evaluations, then seconds.
 
-    Retraining time is the gold model's recorded ``fit_seconds`` (kept in the stage cache), never this run's load time.
+    ``flop_speedup`` = gold FLOPs / unlearning FLOPs (the same on any machine). ``speedup`` = gold's comparable fit
+    seconds (trained in this run, or its recipe calibrated in this process: gold's ``timing`` fact) / unlearning
+    seconds; ``speedup_recorded`` = the fit seconds stored with the gold model, perhaps on another machine or under
+    another load / unlearning seconds. Never this run's load time. A value that is None (a model made elsewhere:
+    docs/checkpoints.md) makes what it enters None.
     """
-    rte = ctx.seconds["unlearn"]
-    gold = ctx.stages["gold"]
-    return {
-        "original/train_seconds": float(ctx.stages["original"]["fit_seconds"]),
-        "gold/train_seconds": float(gold["fit_seconds"]),
-        "unlearn/train_seconds": float(rte),
-        "unlearn/speedup": float(gold["fit_seconds"]) / max(rte, 1e-9),
-        "unlearn/grad_step_ratio": ctx.stages["unlearn"]["steps"] / max(gold["steps"], 1),
-    }
+    st, rte = ctx.stages, ctx.seconds["unlearn"]
+    gold, unlearn = st["gold"], st["unlearn"]
+    out = {f"{m}/train_seconds": _known(st[m].get("fit_seconds")) for m in ("original", "gold")}
+    out.update({f"{m}/{k}": _known(st[m].get(k)) for m in MODELS for k in ("flops", "grad_evals")})
+    out.update({
+        "unlearn/train_seconds": _known(rte),
+        "unlearn/flop_speedup": _ratio(gold.get("flops"), unlearn.get("flops")),
+        "unlearn/speedup": _ratio((gold.get("timing") or {}).get("comparable_fit_seconds"), rte),
+        "unlearn/speedup_recorded": _ratio(gold.get("fit_seconds"), rte),
+        "unlearn/grad_step_ratio": _ratio(unlearn.get("steps"), gold.get("steps")),
+        "unlearn/grad_eval_ratio": _ratio(unlearn.get("grad_evals"), gold.get("grad_evals")),
+    })
+    return out
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den``; None if either is None, and when the denominator did nothing (``unlearner=none`` spends no
+    FLOPs): no speed-up is defined, and results.json stays strict JSON (no Infinity)."""
+    if num is None or not den:
+        return None
+    return float(num) / den
+
+
+def _known(value: float | None) -> float | None:
+    return None if value is None else float(value)

@@ -18,6 +18,8 @@ from mu_lightning.metrics.names import MODELS
 from mu_lightning.metrics.relearn import relearn_steps
 
 RANDOM_INIT = "random_init"  # the randomly initialised network ZRF compares with
+INCOMPETENT = "incompetent_teacher"  # Bad Teacher's own random teacher, when the pipeline registers it
+ZRF_ON = ("forget", "heldout")  # metric.zrf.on: D_f, or held-out samples of the forgotten classes
 
 
 def other_golds(ctx: EvalContext) -> list[str]:
@@ -35,15 +37,14 @@ def full(ctx: EvalContext) -> dict[str, float]:
     out: dict[str, float] = {}
     gold_phi = torch.stack([phi(ctx, k) for k in other_golds(ctx)])  # [K, |D_f|]
     mean, std = gold_phi.mean(0), gold_phi.std(0).clamp_min(1e-12)
-    if RANDOM_INIT not in ctx.models:
-        ctx.add_model(RANDOM_INIT, ctx.fresh_model(int(ctx.cfg.zrf.seed)))
+    random_model = zrf_reference(ctx)
+    zrf_split, zrf_rows = zrf_samples(ctx)
     y = {s: ctx.labels(s) for s in ("forget", "retain", "test")}
     for m in MODELS:
         z = {s: ctx.logits(m, s) for s in y}
         conf = {s: signals.confidence(z[s], y[s]) for s in y}
         mentr = {s: signals.modified_entropy(z[s], y[s]) for s in y}
-        pos, neg = mia.balanced_pairs(len(y["retain"]), len(y["test"]), ctx.cfg.mia_seed)
-        roc = mia.loss_attack(z["retain"][pos], y["retain"][pos], z["test"][neg], y["test"][neg])
+        roc = mia.loss_attack(z["retain"], y["retain"], z["test"], y["test"])
         phi_m = phi(ctx, m)
         ks = ks_2samp(phi_m.numpy(), gold_phi.flatten().numpy())
         out.update({
@@ -52,11 +53,33 @@ def full(ctx: EvalContext) -> dict[str, float]:
             f"{m}/mia_efficacy_mentr": mia.mia_efficacy(mentr["retain"], mentr["test"], mentr["forget"]),
             f"{m}/ks_pvalue": float(ks.pvalue), f"{m}/ks_stat": float(ks.statistic),
             f"{m}/phi_zscore": float(((phi_m - mean).abs() / std).mean()),
-            f"{m}/zrf": g.zrf(z["forget"], ctx.logits(RANDOM_INIT, "forget"), bool(ctx.cfg.zrf.compat),
-                             ctx.cfg.batch_size),
+            f"{m}/zrf": g.zrf(ctx.logits(m, zrf_split)[zrf_rows], ctx.logits(random_model, zrf_split)[zrf_rows],
+                             bool(ctx.cfg.zrf.compat), ctx.cfg.batch_size),
         })
     out.update(anamnesis(ctx))
     return out
+
+
+def zrf_reference(ctx: EvalContext) -> str:
+    """The random network of ZRF: Bad Teacher's own incompetent teacher in ``zrf.compat`` mode when the method is
+    Bad Teacher (the bad-teaching code scores against it), else a fresh network drawn with ``zrf.seed``."""
+    if bool(ctx.cfg.zrf.compat) and INCOMPETENT in ctx.models:
+        return INCOMPETENT
+    if RANDOM_INIT not in ctx.models:
+        ctx.add_model(RANDOM_INIT, ctx.fresh_model(int(ctx.cfg.zrf.seed)))
+    return RANDOM_INIT
+
+
+def zrf_samples(ctx: EvalContext) -> tuple[str, torch.Tensor | slice]:
+    """The split and rows ZRF is measured on: D_f (``zrf.on: forget``), or for a class-wise request with
+    ``zrf.on: heldout`` the validation samples of the forgotten classes, which no model trained on (the references
+    score ZRF on held-out samples of the forgotten class). A request that empties no class has none: D_f then."""
+    if ctx.cfg.zrf.get("on", "forget") == "heldout" and (classes := ctx.data.forgotten_classes()):
+        yv = ctx.labels("val")
+        rows = torch.isin(yv, torch.tensor(classes, dtype=yv.dtype))
+        if rows.any():
+            return "val", rows
+    return "forget", slice(None)
 
 
 def anamnesis(ctx: EvalContext) -> dict[str, float]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchmetrics.classification import BinaryAUROC, BinarySensitivityAtSpecificity
+from scipy.stats import rankdata
+from torchmetrics.aggregation import CatMetric
 
 from mu_lightning.metrics import signals
 
@@ -79,18 +80,34 @@ def balanced_pairs(n_pos: int, n_neg: int, seed: int) -> tuple[torch.Tensor, tor
 
 def threshold_attack(members: torch.Tensor, nonmembers: torch.Tensor,
                      device: torch.device | None = None) -> dict[str, float]:
-    """ROC of the attack "score above a threshold ⇒ member" (Yeom et al. 2018): AUC and TPR at 1% FPR.
+    """ROC of the attack "score above a threshold ⇒ member" (Yeom et al. 2018): AUC and TPR at 1% FPR, exact.
 
-    AUC = Pr[s(member) > s(non-member)] + ½ Pr[tie]; 0.5 = chance, and AUC ≪ 0.5 also leaks (docs/metrics.md §3.2).
-    The torchmetrics states live on ``device`` (default: the CPU); inside an initialised process group each rank
-    passes its share of the scores and ``compute`` gathers every rank's before the ROC.
+    The raw scores are kept in float64 and ranked (``exact_roc``): no cast to float32 and no squashing into [0, 1],
+    both of which turn distinct scores into ties (docs/metrics.md §3.2). Inside an initialised process group each
+    rank passes its share of the scores; torchmetrics ``CatMetric`` states on ``device`` (default: the CPU) gather
+    every rank's before the ranking.
     """
-    scores = torch.cat([members, nonmembers]).float().to(device)
-    target = torch.cat([torch.ones(len(members)), torch.zeros(len(nonmembers))]).long().to(device)
-    auc, tpr = BinaryAUROC().to(device), BinarySensitivityAtSpecificity(min_specificity=1 - TPR_AT_FPR).to(device)
-    auc.update(scores, target)
-    tpr.update(scores, target)
-    return {"auc": float(auc.compute()), "tpr_at_1fpr": float(tpr.compute()[0])}
+    gathered = []
+    for scores in (members, nonmembers):
+        cat = CatMetric(nan_strategy="disable").to(device).set_dtype(torch.float64)  # .to after would reset it
+        cat.update(scores.detach().double().flatten().to(device))
+        gathered.append(cat.compute().cpu().numpy())
+    return exact_roc(*gathered)
+
+
+def exact_roc(members: np.ndarray, nonmembers: np.ndarray, max_fpr: float = TPR_AT_FPR) -> dict[str, float]:
+    """AUC = Pr[s(member) > s(non-member)] + ½ Pr[tie] from average ranks (Mann–Whitney U), and the highest TPR of
+    the rule "s ≥ t" over thresholds t whose false-positive rate is at most ``max_fpr``; 0.5 = chance, and
+    AUC ≪ 0.5 also leaks (docs/metrics.md §3.2). Exact for any float64 scores, infinities included.
+    """
+    n_m, n_n = len(members), len(nonmembers)
+    ranks = rankdata(np.concatenate([members, nonmembers]))
+    auc = (ranks[:n_m].sum() - n_m * (n_m + 1) / 2) / (n_m * n_n)
+    thresholds = np.unique(np.concatenate([members, nonmembers]))
+    false_pos = n_n - np.searchsorted(np.sort(nonmembers), thresholds, side="left")
+    true_pos = n_m - np.searchsorted(np.sort(members), thresholds, side="left")
+    allowed = false_pos <= np.floor(max_fpr * n_n + 1e-9)
+    return {"auc": float(auc), "tpr_at_1fpr": float(true_pos[allowed].max() / n_m) if allowed.any() else 0.0}
 
 
 def loss_attack(member_logits: torch.Tensor, member_y: torch.Tensor, nonmember_logits: torch.Tensor,
@@ -98,7 +115,8 @@ def loss_attack(member_logits: torch.Tensor, member_y: torch.Tensor, nonmember_l
     """The loss-threshold MIA (Yeom et al. 2018; docs/metrics.md §3.2): score −ℓ, AUC and TPR at 1% FPR.
 
     The one definition behind ``<model>/mia_loss_auc`` of the evaluation and the trajectory callback's
-    ``unlearn/mia_loss_auc``; members and non-members are balanced by the caller (``balanced_pairs``).
+    ``unlearn/mia_loss_auc``. AUC and TPR@FPR are rates within each class, so the two sets need not be the same
+    size: callers pass all of both (D_f against all of D_test), with no subsampling draw to move the value.
     """
     return threshold_attack(-signals.loss(member_logits, member_y), -signals.loss(nonmember_logits, nonmember_y),
                             device)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,11 +18,54 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from mu_lightning.data.batches import Chunks
+from mu_lightning.flops import PassTally, hardware
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 # What Lightning's step path calls around ``backward`` and ``optimizer.step`` besides torch itself
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+class Clock:
+    """Seconds of a stage's own work: started and stopped around it, paused around what is not its work.
+
+    ``exclude(watchers)``: objects with a ``seconds`` counter (``StageMonitor`` callbacks) whose time spent while the
+    clock runs is not the stage's either.
+    """
+
+    def __init__(self) -> None:
+        self.seconds, self._since, self._watchers, self._watched = 0.0, None, [], 0.0
+
+    def exclude(self, watchers) -> None:
+        self._watchers = list(watchers)
+
+    def start(self) -> None:
+        self._watched = sum(w.seconds for w in self._watchers)
+        self._since = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._since is not None:
+            watching = sum(w.seconds for w in self._watchers) - self._watched
+            self.seconds += time.perf_counter() - self._since - watching
+            self._since = None
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        was_running = self._since is not None
+        self.stop()
+        try:
+            yield
+        finally:
+            if was_running:
+                self.start()
 
 
 class Stage(L.LightningModule):
@@ -40,6 +86,11 @@ class Stage(L.LightningModule):
 
     Divergence guard: a non-finite loss stops the stage instead of crashing a sweep; ``diverged_step`` records the
     optimizer step, and the weights are rolled back to those of the last step whose loss was finite.
+
+    Cost: ``clock`` times the fit itself, from ``on_train_start`` to ``on_train_end`` (Trainer construction, loggers
+    and Lightning's set-up and teardown stay outside: docs/performance.md, "What is timed"); ``tally`` records each
+    step's batch shapes, and ``on_train_end`` counts the FLOPs of one step per shape (``mu_lightning.flops``): a
+    counted step is ``loss(batch)`` and its backward. ``hardware`` is where the fit ran.
 
     Args:
         model: the network being trained (its weights are the stage's result).
@@ -62,6 +113,7 @@ class Stage(L.LightningModule):
         self._tally = {"steps": 0, "epoch_steps": 0, "epoch_loss": 0.0, "diverged_step": None}
         self._snapshot: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # (copies, live tensors)
         self._direct = None  # (optimizer, step progress) while a fit takes the direct step, see the class doc
+        self.clock, self.tally, self.hardware = Clock(), PassTally(), None
 
     # Optimizer steps per Lightning batch (see data.batches.Chunks): the same steps on the same batches in the same
     # order whatever its value; larger values pay Lightning's per-batch cost less often, callbacks see fewer batches.
@@ -72,14 +124,25 @@ class Stage(L.LightningModule):
         return Chunks(batches, self.steps_per_batch)
 
     def training_step(self, chunk: list, batch_idx: int) -> None:
+        record = self.tally.record
         for batch in chunk:
+            record(self.counted_step, (batch,))
             self.train_step(batch)
             if self.diverged:
                 break
 
-    def train_step(self, batch) -> None:
-        """One optimizer step on one batch: compute the loss and call ``self.step(loss)``."""
+    def loss(self, batch) -> torch.Tensor:
+        """One optimizer step's loss on ``batch``."""
         raise NotImplementedError
+
+    def train_step(self, batch) -> None:
+        """One optimizer step on one batch: ``self.step(self.loss(batch))``."""
+        self.step(self.loss(batch))
+
+    def counted_step(self, batch) -> None:
+        """The work of a step whose FLOPs are counted: the loss and its backward (the optimizer's update is
+        element-wise, which the counter does not count)."""
+        self.loss(batch).backward()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -128,6 +191,8 @@ class Stage(L.LightningModule):
         # torch's optimizer, and the progress whose completed count is ``trainer.global_step`` under manual optimization
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         self._direct = (self.optimizers().optimizer, progress) if self._step_hooks_are_no_ops() else None
+        self.hardware = hardware(self.device, self.trainer.precision)
+        self.clock.start()  # last: the fit's own set-up is not the stage's work
 
     def _step_hooks_are_no_ops(self) -> bool:
         trainer = self.trainer
@@ -137,7 +202,9 @@ class Stage(L.LightningModule):
                 and not any(is_overridden(h, c, Callback) for h in STEP_HOOKS for c in trainer.callbacks))
 
     def on_train_end(self) -> None:
+        self.clock.stop()
         self._direct = None
+        self.tally.count(self)  # before Lightning's teardown moves the model off the device the batches are on
 
     def _remember_weights(self) -> None:
         """Copy the weights whose loss was just found finite, in place: the rollback point of the guard.
@@ -171,6 +238,17 @@ class Stage(L.LightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
+
+    @property
+    def running_loss(self) -> float | None:
+        """The mean loss of the current epoch's steps so far (None before its first step): the progress bar's."""
+        tally = self._tally
+        return tally["epoch_loss"] / tally["epoch_steps"] if tally["epoch_steps"] else None
+
+    def cost(self) -> dict[str, Any]:
+        """What the stage's work cost: ``flops`` and ``grad_evals`` (``mu_lightning.flops``), and the ``hardware``
+        its clock ran on (None for a stage with no fit)."""
+        return {"flops": self.tally.flops, "grad_evals": self.tally.grad_evals, "hardware": self.hardware}
 
     @property
     def steps_taken(self) -> int:

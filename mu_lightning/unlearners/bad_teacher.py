@@ -29,6 +29,11 @@ class BadTeacher(Unlearner):
         # drawn with the unlearning seed; kept out of the module tree like the frozen original
         self._incompetent = [freeze(reinitialise(copy.deepcopy(model)))]
 
+    @property
+    def incompetent_teacher(self) -> torch.nn.Module:
+        """The random teacher of D_f; ``metric.zrf.compat`` scores ZRF against it, as the bad-teaching code does."""
+        return self._incompetent[0]
+
     def on_fit_start(self):
         super().on_fit_start()
         self._incompetent[0].to(self.device)

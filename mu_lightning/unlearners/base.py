@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from mu_lightning.errors import ConfigError
 from mu_lightning.stages.base import Stage
 
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
+LOSS_BLOWUP = (10.0, 50.0)  # a finite loss exploded: |loss| > max(10 × |first loss|, 50 nats) (docs/metrics.md §9)
+TRAIN_MODES = ("train", "eval")  # the mode the model trains in (``train_mode``)
 
 
 @dataclass(frozen=True)
@@ -130,18 +133,26 @@ class Unlearner(Stage):
 
     reads: ClassVar[tuple[str, ...]] = ("forget", "retain")
     needs_frozen_original: ClassVar[bool] = False
+    needs_initial_weights = False  # True: the pipeline sets ``initial_weights``, M's initialisation (EU-k)
 
     def __new__(cls, *args, **kwargs):
         cls.check_options(kwargs.keys() - {"model"})  # here, before any __init__ of the chain sees them
         return super().__new__(cls)
 
     def __init__(self, model: nn.Module, epochs: int = 1, batch_size: int = 64, optimizer=None, scheduler=None,
-                 grad_clip: float | None = None):
+                 grad_clip: float | None = None, augment: bool = True, train_mode: str = "train"):
         if epochs > 0 and optimizer is None:
             raise ValueError(f"{type(self).__name__} trains for {epochs} epochs and needs an optimizer")
+        if train_mode not in TRAIN_MODES:
+            raise ConfigError(f"unlearner.train_mode={train_mode!r} is not one of {', '.join(TRAIN_MODES)}")
         super().__init__(model, epochs, batch_size, optimizer, scheduler, grad_clip)
+        # augment: the dataset's augmentation on the reads splits' batches; train_mode "eval": the model trains with
+        # BatchNorm on its running statistics and dropout off (the SCRUB notebook's NegGrad+, CF-k, EU-k)
+        self.augment, self.train_mode = bool(augment), train_mode
         # kept out of the module tree: not trained, not saved, not counted as the model's parameters
         self._frozen = [freeze(copy.deepcopy(model))] if self.needs_frozen_original else []
+        self.warnings: list[str] = []  # what went wrong without failing: results.json ``warnings`` (pipeline.py)
+        self._loss_range: tuple[float, float] | None = None  # |loss| of the first step and the largest since
 
     @classmethod
     def options(cls) -> list[str]:
@@ -178,18 +189,52 @@ class Unlearner(Stage):
         for module in self._frozen:
             module.to(self.device)
 
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if self.train_mode == "eval":  # after Lightning's own .train() at the start of the fit
+            self.model.eval()
+
     def unlearn(self, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer], seed: int) -> None:
         """Run the method: the one-shot ``edit`` first, then ``epochs`` epochs of ``passes`` over ``sets``.
 
         ``planned_steps`` is then the number of optimizer steps the epochs hold (SalUn-soft's schedule length).
         """
         self.check_request(data)
-        self.data = data
-        self.edit(data)
+        self.data, self.warnings, self._loss_range = data, [], None
+        trainer = make_trainer(self.epochs)
+        # one-shot work where the trainer trains (a GPU), on the method's clock
+        with self.on_device(trainer.strategy.root_device), self.clock.running():
+            self.edit(data)
         if self.epochs > 0:
-            batches = EpochBatches(self.sets(data, seed), self.passes, self.epochs, epoch=lambda: self.current_epoch)
+            with self.clock.running():  # the method's own sets are its work; the fit times itself (Stage.clock)
+                sets = self.sets(data, seed)
+            batches = EpochBatches(sets, self.passes, self.epochs, epoch=lambda: self.current_epoch)
             self.planned_steps = batches.total
-            make_trainer(self.epochs).fit(self, train_dataloaders=self.chunks(batches))
+            trainer.fit(self, train_dataloaders=self.chunks(batches))
+            self.check_loss()
+
+    @contextmanager
+    def on_device(self, device: torch.device) -> Iterator[None]:
+        """The method (``model`` and its own modules) and the frozen copy of M on ``device`` inside the block, back
+        where the model was after it; an ``edit`` puts its batches on ``next(self.model.parameters()).device``."""
+        before = next(self.model.parameters()).device
+        for module in (self, *self._frozen):
+            module.to(device)
+        try:
+            yield
+        finally:
+            for module in (self, *self._frozen):
+                module.to(before)
+
+    def check_loss(self) -> None:
+        """Add a warning when a finite loss exploded (``LOSS_BLOWUP``): training went wrong without diverging."""
+        if self._loss_range is None:
+            return
+        first, peak = self._loss_range
+        if peak > max(LOSS_BLOWUP[0] * first, LOSS_BLOWUP[1]):
+            self.warnings.append(f"{type(self).__name__}'s loss exploded without becoming non-finite: |loss| "
+                                 f"reached {peak:.4g} from {first:.4g} at the first step (threshold: "
+                                 f"max({LOSS_BLOWUP[0]:g} × first, {LOSS_BLOWUP[1]:g} nats)); lower the learning rate")
 
     @classmethod
     def check_request(cls, data: UnlearningDataModule) -> None:
@@ -200,9 +245,13 @@ class Unlearner(Stage):
 
     def sets(self, data: UnlearningDataModule, seed: int) -> dict[str, TensorBatches]:
         """The named sets the passes go over: by default each split of ``reads``, shuffled with seed ``seed + i``
-        for the i-th and augmented."""
-        return {name: data.batches(name, self.batch_size, shuffle=True, seed=seed + i, augment=True)
+        for the i-th, in batches of ``batch_size(name)``, augmented unless ``augment`` is off."""
+        return {name: data.batches(name, self.set_batch_size(name), shuffle=True, seed=seed + i, augment=self.augment)
                 for i, name in enumerate(self.reads)}
+
+    def set_batch_size(self, name: str) -> int:
+        """The batch size of set ``name``: ``batch_size`` unless a method sets one per set (SCRUB)."""
+        return self.batch_size
 
     def passes(self, epoch: int) -> tuple[Pass, ...]:
         """What epoch ``epoch`` (from 0) passes over, in order: every training method says."""
@@ -212,7 +261,23 @@ class Unlearner(Stage):
         raise NotImplementedError(f"{type(self).__name__} trains for {self.epochs} epochs but defines no loss()")
 
     def train_step(self, batch: Batch) -> None:
-        self.step(self.loss(batch))
+        loss = self.loss(batch)
+        value = abs(float(loss.detach()))  # Stage.step reads the value anyway: no extra device sync
+        if math.isfinite(value):
+            first, peak = self._loss_range or (value, value)
+            self._loss_range = (first, max(peak, value))
+        self.step(loss)
+
+    def counted(self, fn: Callable, *args, samples: int = 0):
+        """``fn(*args)``, one of the method's passes besides its optimizer steps (per-sample gradients, importances,
+        a saliency mask, a noise step), added to the stage's cost: its FLOPs and ``samples`` gradient evaluations
+        (samples whose loss it differentiates; 0 for a forward pass). ``fn`` must act only through its result:
+        the FLOPs of a new input shape are counted by running it once more, off the clock, with the model's buffers,
+        gradients and random state restored (``mu_lightning.flops``)."""
+        self.tally.record(fn, args, samples)
+        with self.clock.paused():
+            self.tally.count(self)
+        return fn(*args)
 
     def last_linear(self) -> nn.Linear:
         """The model's classifier head: its last ``nn.Linear`` (Fisher's last-layer rule, Boundary Expand's head)."""
@@ -224,8 +289,12 @@ class Unlearner(Stage):
     def per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{name: [n, *shape]}``: the gradient of CE(f(x_i), y_i) for each sample, in eval mode (torch.func vmap).
 
-        One vectorised call instead of n backward passes: Fisher forgetting and IU need per-sample gradients.
+        One vectorised call instead of n backward passes: Fisher forgetting and IU need per-sample gradients. Part
+        of the stage's cost (``counted``): ``len(x)`` gradient evaluations.
         """
+        return self.counted(self._per_sample_grads, x, y, samples=len(x))
+
+    def _per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         params = {k: p.detach() for k, p in self.model.named_parameters() if p.requires_grad}
         buffers = dict(self.model.named_buffers())
 

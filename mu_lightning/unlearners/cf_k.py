@@ -24,17 +24,26 @@ def blocks(model: nn.Module) -> list[list[nn.Module]]:
 
 
 class CFk(Unlearner):
-    """Fine-tune only the last ``k`` blocks on D_r; the rest stay M's. Reads: retain only."""
+    """Fine-tune only the last ``k`` blocks on D_r; the rest stay M's. Reads: retain only.
+
+    The head (the last block) counts as one of the k; ``train_head: false`` leaves it at M's weights, so on
+    ResNet-18 ``k: 2, train_head: false`` trains layer4 alone, as the SCRUB notebook's CF-k does.
+    """
 
     reads = ("retain",)
 
-    def __init__(self, model, k: int = 1, **train):
+    def __init__(self, model, k: int = 1, train_head: bool = True, **train):
         super().__init__(model, **train)
         found = blocks(model)
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(found):
             raise ConfigError(f"unlearner.k={k!r} is out of range: {type(model).__name__} has {len(found)} blocks, "
                               f"so k must be an integer with 1 <= k <= {len(found)}")
-        self.k, self.tail = k, [m for block in found[-k:] for m in block]  # a plain list: not registered twice
+        if k == 1 and not train_head:
+            raise ConfigError("unlearner.k=1 with unlearner.train_head=false leaves nothing to train: the last "
+                              "block is the head; use k >= 2 or train_head=true")
+        chosen = found[-k:] if train_head else found[-k:-1]
+        self.k, self.train_head = k, bool(train_head)
+        self.tail = [m for block in chosen for m in block]  # a plain list: not registered twice
 
     def trainable_parameters(self):
         return (p for m in self.tail for p in m.parameters() if p.requires_grad)

@@ -24,11 +24,13 @@ class Fisher(OneShotUnlearner):
         """h of every trainable weight, in eval mode."""
         x, _ = data.tensors("retain")
         h = {k: torch.zeros_like(p) for k, p in self.model.named_parameters() if p.requires_grad}
+        device = next(self.model.parameters()).device  # the trainer's (Unlearner.on_device)
         for chunk in x.split(self.batch_size):
+            chunk = chunk.to(device)
             with torch.no_grad(), eval_mode(self.model):
-                prob = self.model(chunk).softmax(dim=1)
+                prob = self.counted(self.model, chunk).softmax(dim=1)  # a forward pass: FLOPs, no gradient
             for c in range(prob.shape[1]):
-                grads = self.per_sample_grads(chunk, torch.full((len(chunk),), c))
+                grads = self.per_sample_grads(chunk, torch.full((len(chunk),), c, device=device))
                 for k, g in grads.items():
                     h[k] += torch.einsum("n,n...->...", prob[:, c], g**2)
         return {k: v / len(x) for k, v in h.items()}

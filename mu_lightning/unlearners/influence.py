@@ -21,7 +21,8 @@ class Influence(OneShotUnlearner):
         self.alpha, self.damping, self.num_samples = float(alpha), float(damping), int(num_samples)
 
     def flat_grads(self, x, y) -> torch.Tensor:
-        return torch.cat([g.flatten(1) for g in self.per_sample_grads(x, y).values()], dim=1)
+        device = next(self.model.parameters()).device  # the trainer's (Unlearner.on_device)
+        return torch.cat([g.flatten(1) for g in self.per_sample_grads(x.to(device), y.to(device)).values()], dim=1)
 
     def grad_sum(self, data, split: str) -> tuple[torch.Tensor, int]:
         x, y = data.tensors(split)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mu_lightning.errors import ConfigError
+from mu_lightning.unlearners.base import eval_mode
 from mu_lightning.unlearners.random_label import RandomLabel
 
 
@@ -34,13 +35,20 @@ class SalUn(RandomLabel):
         if self.soft:
             return
         saliency = [torch.zeros_like(p) for p in self.model.parameters()]
-        for x, y in data.batches("forget", self.batch_size):
-            grads = torch.autograd.grad(-F.cross_entropy(self.model(x), y), list(self.model.parameters()))
-            for s, g in zip(saliency, grads, strict=True):
-                s += g
+        with eval_mode(self.model):  # as generate_mask.py: BatchNorm on M's running statistics, which stay M's
+            device = next(self.model.parameters()).device  # the trainer's (Unlearner.on_device)
+            for x, y in data.batches("forget", self.batch_size):
+                x, y = x.to(device), y.to(device)
+                grads = self.counted(self.forget_grads, x, y, samples=len(x))
+                for s, g in zip(saliency, grads, strict=True):
+                    s += g
         flat = torch.cat([s.abs().flatten() for s in saliency])
         threshold = flat.kthvalue(max(1, flat.numel() - round(self.mask_ratio * flat.numel()) + 1)).values
         self.masks = [(s.abs() >= threshold).float() for s in saliency]
+
+    def forget_grads(self, x, y) -> tuple[torch.Tensor, ...]:
+        """∇θ(−CE(θ; x, y)) of one forget batch, for every parameter: the saliency's summand."""
+        return torch.autograd.grad(-F.cross_entropy(self.model(x), y), list(self.model.parameters()))
 
     def on_after_backward(self):
         if self.soft:

@@ -23,14 +23,22 @@ class SCRUB(Unlearner):
     needs_frozen_original = True
 
     def __init__(self, model, msteps: int = 2, temperature: float = 4.0, alpha: float = 0.001, gamma: float = 0.99,
-                 rewind: bool = False, **train):
+                 rewind: bool = False, forget_batch_size: int | None = None, retain_batch_size: int | None = None,
+                 **train):
         super().__init__(model, **train)
+        for name, size in (("forget_batch_size", forget_batch_size), ("retain_batch_size", retain_batch_size)):
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ConfigError(f"unlearner.{name}={size!r} must be a positive integer or null (batch_size)")
+        self.set_batch_sizes = {"forget": forget_batch_size, "retain": retain_batch_size}
         if not 0 <= msteps <= self.epochs:
             raise ConfigError(f"unlearner.msteps={msteps} is out of range: the max steps run in the first msteps "
                               f"epochs, so 0 <= msteps <= unlearner.epochs={self.epochs}")
         self.msteps, self.temperature, self.alpha, self.gamma, self.rewind = msteps, temperature, alpha, gamma, rewind
         self.reads = ("forget", "retain", "val") if rewind else ("forget", "retain")
         self.checkpoints: list[tuple[dict, float]] = []  # (weights, forget error) after each epoch, for SCRUB+R
+
+    def set_batch_size(self, name):
+        return self.set_batch_sizes.get(name) or self.batch_size
 
     def passes(self, epoch):
         return (Pass("forget"), Pass("retain")) if epoch < self.msteps else (Pass("retain"),)

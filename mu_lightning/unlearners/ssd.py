@@ -27,14 +27,20 @@ class SSD(OneShotUnlearner):
     def importance(self, batches) -> dict[str, torch.Tensor]:
         params = dict(self.model.named_parameters())
         total = {name: torch.zeros_like(p) for name, p in params.items()}
+        device = next(self.model.parameters()).device  # the trainer's (Unlearner.on_device)
         for x, y in batches:
-            out = self.model(x)
-            loss = out.pow(2).sum(1).mean() if self.label_free else F.cross_entropy(out, y)
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            x, y = x.to(device), y.to(device)
+            grads = self.counted(self.batch_grads, x, y, samples=len(x))
             for (name, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
                     total[name] += g.abs() if self.label_free else g.pow(2)
         return {name: t / len(batches) for name, t in total.items()}
+
+    def batch_grads(self, x, y) -> tuple[torch.Tensor | None, ...]:
+        """The gradient of one batch's loss (CE, or LFSSD's ‖f(x)‖₂²) for every parameter (None if unused)."""
+        out = self.model(x)
+        loss = out.pow(2).sum(1).mean() if self.label_free else F.cross_entropy(out, y)
+        return torch.autograd.grad(loss, list(self.model.parameters()), allow_unused=True)
 
     def edit(self, data):
         with eval_mode(self.model):

@@ -1,0 +1,230 @@
+"""Python API: run a registered unlearner on your own model and tensors, score models, load checkpoints, no Hydra.
+
+``unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), method="scrub", **hyperparameters)`` returns the unlearned
+copy of ``model`` and facts about the run; ``evaluate(original=..., unlearned=..., gold=..., data=...)`` returns the
+metrics under the names results.json uses. The command line is built on the same cores: ``run_unlearner`` (the timed
+unlearning stage) and ``score`` (the evaluation step), which ``pipeline.py`` calls too. docs/api.md has an example.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from mu_lightning.data import Samples, UnlearningDataModule
+from mu_lightning.errors import ConfigError
+from mu_lightning.files import file_digest
+from mu_lightning.metrics import EvalContext
+from mu_lightning.metrics import evaluate as evaluate_tiers
+from mu_lightning.targets import check_targets
+from mu_lightning.unlearners import Unlearner
+
+log = logging.getLogger(__name__)
+
+Part = tuple[torch.Tensor, torch.Tensor] | Iterable  # (x, y), or a DataLoader of (x, y) batches
+PARTS = ("forget", "retain", "val", "test")
+# What an API call's Trainer does by default: one device, no files, no logger, no progress bar
+TRAINER = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
+           "enable_model_summary": False, "enable_progress_bar": False}
+
+
+# ------------------------------------------------------------------------------------------------------ checkpoints
+
+
+def load_weights(model: nn.Module, path: str | Path, option: str) -> str:
+    """Load the checkpoint at ``path`` into ``model`` and return the file's SHA-256.
+
+    A checkpoint is a state dict, or a Lightning checkpoint (``{"state_dict": ...}``) whose model keys carry the
+    ``model.`` prefix of the stage modules; it is read with ``weights_only=True``. A ConfigError naming ``option``
+    if the file is missing or unreadable, or if its keys or shapes do not fit ``model`` (the first mismatches)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{option}={path}: no such file")
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - pickle, zip and torch errors alike: the file is not usable
+        raise ConfigError(f"{option}={path} is not a checkpoint torch.load(weights_only=True) can read "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    state = _state_dict(saved)
+    if state is None:
+        raise ConfigError(f"{option}={path} holds a {type(saved).__name__}, not a state dict or a Lightning "
+                          "checkpoint with a 'state_dict'")
+    problems = _mismatches(model.state_dict(), state)
+    if problems:
+        raise ConfigError(f"{option}={path} does not fit model={type(model).__name__}: {'; '.join(problems)}")
+    model.load_state_dict(state)
+    return file_digest(file)
+
+
+def _state_dict(saved: Any) -> dict[str, torch.Tensor] | None:
+    if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):
+        saved = saved["state_dict"]
+        if any(str(k).startswith("model.") for k in saved):  # a stage module's: its network is ``self.model``
+            saved = {k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")}
+    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        return None
+    return saved
+
+
+def _mismatches(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], first: int = 3) -> list[str]:
+    """The first ``first`` missing keys, unexpected keys and shape differences, as readable phrases."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} has shape {list(given[k].shape)} in the checkpoint but {list(expected[k].shape)} in the model"
+              for k in expected if k in given and given[k].shape != expected[k].shape]
+    out = [f"{what} {', '.join(keys[:first])}" + (f" and {len(keys) - first} more" if len(keys) > first else "")
+           for what, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
+    return out + shapes[:first]
+
+
+# ------------------------------------------------------------------------------------------- the shared cores
+
+
+def run_unlearner(unlearner: Unlearner, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer],
+                  seed: int, monitors: Iterable = ()) -> tuple[dict[str, Any], float]:
+    """Run ``unlearner`` on ``data`` with unlearning seed ``seed``: the facts results.json records for the stage
+    and its seconds: the method's own (``Stage.clock``), without the Trainer, loggers, FLOP counting or the time the
+    ``monitors`` (``StageMonitor`` callbacks) spent, which make ``overhead_seconds`` and ``monitoring_seconds``."""
+    monitors = list(monitors)
+    unlearner.clock.exclude(monitors)  # trajectory logging is not unlearning work
+    t0 = time.perf_counter()
+    unlearner.unlearn(data, make_trainer, seed=seed)
+    monitoring, seconds = sum(m.seconds for m in monitors), unlearner.clock.seconds
+    facts = {"method": type(unlearner).__name__, "reads": list(unlearner.reads), "seed": seed,
+             "monitoring_seconds": monitoring, "overhead_seconds": time.perf_counter() - t0 - seconds - monitoring,
+             **unlearner.cost(),
+             "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
+             "diverged_step": unlearner.diverged_step}
+    if unlearner.diverged:
+        log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
+                    unlearner.diverged_step)
+    log.info("%-8s %s (seed %d): %d steps in %.2f s", "unlearn", facts["method"], seed, unlearner.steps_taken,
+             seconds)
+    return facts, seconds
+
+
+def score(ctx: EvalContext, objective: str | None = None) -> dict[str, float | None]:
+    """Every metric of ``ctx``'s tier (``metrics.evaluate``). A time or step count the run does not know (a model
+    made elsewhere) is None in ``ctx``, and so is every efficiency metric derived from it."""
+    return evaluate_tiers(ctx, objective)
+
+
+# ------------------------------------------------------------------------------------------------------- the API
+
+
+def unlearn(model: nn.Module, forget: Part, retain: Part, method: str = "finetune", *, val: Part | None = None,
+            seed: int = 0, trainer: dict[str, Any] | None = None, **hyperparameters: Any
+            ) -> tuple[nn.Module, dict[str, Any]]:
+    """Unlearn ``forget`` from a copy of ``model`` with the registered unlearner ``method`` (``conf/unlearner/``).
+
+    The method's config defaults are loaded and ``hyperparameters`` merged over them (nested: ``optimizer={"lr":
+    0.01}`` changes only the learning rate); they go through the checks of the command line. ``forget``, ``retain``
+    and ``val`` (SCRUB+R's rewind) are ``(x, y)`` tensors or loaders of such batches. ``trainer`` adds Lightning
+    Trainer arguments. Returns the unlearned model (``model`` is left as it was) and the stage's facts, with
+    ``seconds``."""
+    node = unlearner_config(method, hyperparameters)
+    data = TensorData(forget=forget, retain=retain, val=val)
+    data.setup()
+    L.seed_everything(seed, workers=True, verbose=False)
+    unlearner: Unlearner = instantiate(node, model=copy.deepcopy(model))
+    facts, seconds = run_unlearner(unlearner, data, lambda epochs: L.Trainer(**{**TRAINER, **(trainer or {})},
+                                                                            max_epochs=epochs), seed)
+    return unlearner.model, {**facts, "seconds": seconds}
+
+
+def unlearner_config(method: str, hyperparameters: dict[str, Any]) -> DictConfig:
+    """``conf/unlearner/<method>.yaml`` (interpolations of the train recipe resolved) with ``hyperparameters``
+    merged over it, checked like the command line checks it: its targets, then its option names."""
+    with initialize_config_module("mu_lightning.conf", version_base="1.3"):
+        try:
+            cfg = compose("config", overrides=[f"unlearner={method}", "~protocol@unlearner"])  # the paper's values
+        except Exception as err:  # noqa: BLE001 - Hydra's MissingConfigException and its relatives
+            raise ConfigError(f"method={method!r} is not a registered unlearner ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0]})") from None
+    node = OmegaConf.create(OmegaConf.to_container(cfg.unlearner, resolve=True))
+    node = OmegaConf.merge(node, OmegaConf.create(hyperparameters))
+    check_targets(node)
+    get_class(node._target_).check_options([k for k in node if not str(k).startswith("_")])
+    return node
+
+
+def evaluate(original: nn.Module, unlearned: nn.Module, gold: nn.Module, data: dict[str, Part],
+             seconds: dict[str, float] | None = None, **metric: Any) -> dict[str, float | None]:
+    """The fast-tier metrics of results.json (``<model>/<metric>``, model ∈ original, gold, unlearn) for three models
+    on ``data = {"forget": ..., "retain": ..., "test": ...}`` (``"val"`` optional), each ``(x, y)`` or a loader.
+
+    ``seconds`` may give ``original``, ``gold`` and ``unlearn`` training seconds (the efficiency metrics; None where
+    not given). ``metric`` overrides ``conf/metric/fast.yaml`` (``mia_seed=1``)."""
+    if "test" not in data:
+        raise ConfigError("data has no 'test' part: the metrics compare with held-out samples (data['test'])")
+    with initialize_config_module("mu_lightning.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["metric=fast"]).metric
+    cfg = OmegaConf.merge(cfg, OmegaConf.create(metric))
+    split = TensorData(**{name: data.get(name) for name in PARTS})
+    split.setup()
+    known = {**{"original": None, "gold": None, "unlearn": None}, **(seconds or {})}
+    stages = {name: {"seed": 0, "fit_seconds": known[name], "steps": None} for name in known}
+
+    def unavailable(seed: int) -> nn.Module:
+        raise ConfigError("the API evaluates the fast tier only: more gold or unlearned seeds need the pipeline")
+
+    ctx = EvalContext(models={"original": original, "gold": gold, "unlearn": unlearned}, data=split, stages=stages,
+                      seconds={"unlearn": known["unlearn"]}, cfg=cfg, gold=unavailable, unlearned=unavailable,
+                      fresh_model=unavailable)
+    return score(ctx)
+
+
+class TensorData(UnlearningDataModule):
+    """The datamodule over given parts: D_f, D_r and optional val and test, each ``(x, y)`` or a loader of batches.
+
+    Sample ids are positions in forget, retain, val, test concatenated; D (``train``) is D_f and D_r."""
+
+    def __init__(self, forget: Part, retain: Part, val: Part | None = None, test: Part | None = None):
+        super().__init__(source=self._samples, forget=self._forget_ids)
+        self.parts = {"forget": _tensors(forget, "forget"), "retain": _tensors(retain, "retain")}
+        self.parts.update({name: _tensors(part, name) for name, part in (("val", val), ("test", test)) if part})
+
+    def _samples(self) -> Samples:
+        xs, ys = zip(*self.parts.values(), strict=True)
+        return Samples(x=torch.cat(xs), y=torch.cat(ys))
+
+    def _forget_ids(self, train: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return train[: len(self.parts["forget"][1])]  # D_f comes first
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.samples is not None:
+            return
+        self.samples, bounds, start = self.source(), {}, 0
+        for name, (_, y) in self.parts.items():
+            bounds[name], start = torch.arange(start, start + len(y)), start + len(y)
+        empty, train = torch.empty(0, dtype=torch.int64), torch.cat([bounds["forget"], bounds["retain"]])
+        self.requests = [self.selectors[0](train, self.samples.y[train])]
+        self._fixed = {"train": train, "val": bounds.get("val", empty), "test": bounds.get("test", empty)}
+        self.ids = self._ids_at(0)
+
+
+def _tensors(part: Part, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a part given as a pair of tensors or as an iterable of ``(x, y)`` batches (a DataLoader)."""
+    if isinstance(part, tuple | list) and len(part) == 2 and all(isinstance(t, torch.Tensor) for t in part):
+        x, y = part
+    else:
+        try:
+            batches = [(xb, yb) for xb, yb, *_ in part]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be (x, y) tensors or a loader of (x, y) batches, not "
+                              f"{type(part).__name__}") from None
+        x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    if len(x) != len(y) or len(y) == 0:
+        raise ConfigError(f"{name} has {len(x)} inputs and {len(y)} labels: give one label per input, at least one")
+    return x, y.long()

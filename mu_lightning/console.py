@@ -1,0 +1,66 @@
+"""What the command line shows around a run: the composed config as a tree at start, and in a sweep each log line
+prefixed by its job (both set up by ``cli.execute`` before the pipeline runs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+
+class JobPrefix(logging.Filter):
+    """Starts each log line of a sweep job with its job number and method (``#3 finetune``), so the lines of
+    parallel jobs (hydra/launcher=joblib) that interleave on one console can be told apart. Put on every handler;
+    a record is prefixed once, however many handlers it passes."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix.replace("%", "%%")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "job_prefixed", False):
+            record.msg, record.job_prefixed = f"{self.prefix} {record.msg}", True
+        return True
+
+
+def label_job_logs() -> None:
+    """In a multirun job, a ``JobPrefix`` on the root logger's handlers (which Hydra sets up anew for each job)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hydra_cfg = HydraConfig.get()
+    prefix = JobPrefix(f"#{hydra_cfg.job.num} {hydra_cfg.runtime.choices.get('unlearner') or ''}".rstrip())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(prefix)
+
+
+def show_config(cfg: DictConfig) -> None:
+    """``print_config`` when ``extras.print_config`` is on, on the first process only (DDP's other ranks start
+    with ``LOCAL_RANK`` set)."""
+    if OmegaConf.select(cfg, "extras.print_config", default=False) and os.environ.get("LOCAL_RANK", "0") == "0":
+        print_config(cfg)
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a tree, one branch per top-level key, on the console and in ``config_tree.log`` of the
+    run directory (rich, as lightning-hydra-template prints it). Values are shown resolved where they resolve."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree(f"config of {cfg.get('task_name') or 'the run'}", guide_style="dim")
+    for key in cfg:
+        node = cfg._get_node(key)
+        try:
+            text = OmegaConf.to_yaml(cfg[key], resolve=True) if OmegaConf.is_config(node) else str(cfg[key])
+        except Exception:  # an interpolation that resolves only later: shown as written
+            text = OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else str(node._value())
+        tree.add(str(key), guide_style="dim").add(Syntax(text.rstrip() or "{}", "yaml", theme="ansi_dark"))
+    Console().print(tree)
+    out = Path(OmegaConf.select(cfg, "paths.output_dir", default="") or "")
+    if str(out) and out.is_dir():
+        with (out / "config_tree.log").open("w") as f:
+            Console(file=f, width=120, color_system=None).print(tree)

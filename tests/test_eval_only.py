@@ -1,0 +1,72 @@
+"""Evaluation only (eval.py, docs/checkpoints.md): a run's own unlearned.pt, given as a model made elsewhere,
+reproduces the run's metrics; a run directory evaluated again with another tier keeps the run's files as they were."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from mu_lightning.errors import ConfigError
+from mu_lightning.eval_cli import evaluation_config, rerun_config
+from mu_lightning.pipeline import run
+from tests.helpers import compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "train.epochs=3", "logger=none"]
+
+
+def test_eval_only_on_a_runs_own_unlearned_weights_reproduces_its_metrics(run_pipeline, tmp_path):
+    first = run_pipeline("unlearner=gradient_ascent", "save_unlearned=true", out="first")
+    again = run_pipeline(f"unlearned.checkpoint={tmp_path / 'first' / 'unlearned.pt'}", "forget=indices",
+                         f"forget.path={tmp_path / 'first' / 'forget_ids.txt'}", out="again")
+    facts = again["stages"]["unlearn"]
+    assert facts["source"] == "checkpoint" and facts["steps"] is None
+    assert again["seconds"]["unlearn"] is None and again["metrics"]["unlearn/train_seconds"] is None
+    assert again["metrics"]["unlearn/speedup"] is None and again["metrics"]["unlearn/grad_step_ratio"] is None
+    assert all(again["stages"][s]["cache_hit"] for s in ("original", "gold"))  # the same gold, from the cache
+    same = {k: v for k, v in again["metrics"].items() if v is not None and "seconds" not in k}
+    assert "unlearn/forget_acc" in same and "unlearn/avg_gap" in same
+    assert same == {k: first["metrics"][k] for k in same}
+
+
+def test_eval_py_needs_a_model_or_a_run(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval.py needs unlearned.checkpoint=PATH .* or run_dir=DIR"):
+        evaluation_config(OmegaConf.create({"run_dir": None, "unlearned": {"checkpoint": None}}))
+
+
+def test_a_run_without_its_unlearned_weights_says_to_keep_them(tmp_path):
+    cfg = compose_cfg(tmp_path, ["unlearner=none"])
+    run(cfg)
+    (tmp_path / "run" / ".hydra").mkdir()
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    with open_dict(cfg):
+        cfg.run_dir = str(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"has no unlearned.pt: .* run it again with save_unlearned=true"):
+        rerun_config(cfg, ["run_dir", "metric"])
+    (tmp_path / "run" / "unlearned.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"^seed cannot be changed when evaluating run_dir="):
+        rerun_config(cfg, ["run_dir", "seed"])
+
+
+@pytest.mark.slow
+def test_eval_py_evaluates_a_run_again_with_the_full_tier_without_touching_it(tmp_path):
+    cache, run_dir = f"paths.cache_dir={tmp_path / 'cache'}", tmp_path / "run"
+    made = subprocess.run([sys.executable, "train.py", *SMALL, cache, "save_unlearned=true",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert made.returncode == 0, made.stderr[-2000:]
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    again = subprocess.run([sys.executable, "eval.py", f"run_dir={run_dir}", "metric=full", cache],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    old = json.loads((run_dir / "results.json").read_text())
+    new = json.loads((run_dir / "eval_full" / "results.json").read_text())
+    assert all(new["stages"][s]["cache_hit"] for s in ("original", "gold"))
+    assert new["metrics"]["unlearn/ks_pvalue"] is not None and "unlearn/ks_pvalue" not in old["metrics"]
+    assert all(new["metrics"][k] == v for k, v in old["metrics"].items() if new["metrics"][k] is not None
+               and "seconds" not in k)
