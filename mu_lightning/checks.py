@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from mu_lightning.api import load_weights
+from mu_lightning.callbacks.configured import check as check_callbacks
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.forget import by_class
 from mu_lightning.distributed import SINGLE, check_strategy
@@ -49,9 +50,10 @@ PIPELINE_SETS = ("max_epochs", "logger", "callbacks", "default_root_dir")  # Tra
 
 def check_config(cfg: DictConfig) -> None:
     """The config alone, before any rank starts or any data is loaded: targets, recipe numbers, the metric tier, the
-    sweep objective, ``threads``, the DDP strategy and the run directory."""
+    sweep objective, ``threads``, the DDP strategy, the callbacks group and the run directory."""
     check_targets(cfg)  # what each _target_ resolves to, and no switched-off safety (targets.py)
     _check_node(cfg, "")
+    check_callbacks(cfg)  # the callbacks group: targets, the stages they name, the keys they monitor
     check_trainer(cfg)
     check_metric_config(cfg.metric)
     check_objective(cfg)

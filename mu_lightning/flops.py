@@ -70,6 +70,7 @@ class PassTally:
 
     def __init__(self) -> None:
         self.runs: dict[tuple, Run] = {}
+        self.summed: tuple[int, int] | None = None  # (flops, grad_evals) summed over DDP ranks, once a fit ends
 
     def record(self, fn: Callable, args: tuple, samples: int | None = None) -> None:
         """Note one pass ``fn(*args)``; ``samples`` (default: the batch's ``leading_samples``) gradient evaluations."""
@@ -89,6 +90,8 @@ class PassTally:
 
     @property
     def flops(self) -> int:
+        if self.summed is not None:
+            return self.summed[0]
         uncounted = [key[0] for key, run in self.runs.items() if run.flops is None]
         if uncounted:
             raise RuntimeError(f"passes {sorted(set(uncounted))} were recorded but never counted (PassTally.count)")
@@ -96,6 +99,8 @@ class PassTally:
 
     @property
     def grad_evals(self) -> int:
+        if self.summed is not None:
+            return self.summed[1]
         return sum(run.times * run.samples for run in self.runs.values())
 
 

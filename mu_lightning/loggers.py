@@ -21,9 +21,12 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from mu_lightning.metrics.names import CLEAN
+from mu_lightning.metrics.names import MODELS as METRIC_MODELS
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MODELS = ("original", "gold", "unlearn")
+MODELS = (*METRIC_MODELS, CLEAN)  # rows of the final_metrics table (clean: with poison=...)
 CHOICES = ("dataset", "model", "forget", "unlearner")  # the config groups that become tags and the W&B name
 # the config sections each stage's run records: its own inputs only (original and gold never record the unlearner)
 SECTIONS = {"original": ("dataset", "model", "train", "trainer"),

@@ -131,7 +131,6 @@ def start_up(cfg: DictConfig) -> None:
     quiet_lightning()
     debug.apply_epochs(cfg)  # debug.epochs: before the checks, so they see the epochs that will run
     check_config(cfg)
-    configured.check(cfg)  # the callbacks group: targets, stages, monitored keys
     if threads := cpu_threads(cfg):
         torch.set_num_threads(threads)
     distributed.launch(cfg)

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # differ only in floating-point reduction order.
 SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "train.epochs=4", "logger=none", "forget.count=44"]
 HALF_BATCH = ["train.batch_size=32", "unlearner.batch_size=32"]
+FULL_BATCH = ["train.batch_size=64", "unlearner.batch_size=64"]  # one process, the same global batches as HALF_BATCH
 
 
 def test_ddp_configs_compose(tmp_path):
@@ -95,7 +96,7 @@ def test_ddp_multirun_runs_each_job_once_and_matches_one_process(tmp_path, run_p
     # metric=full trains more gold seeds inside the evaluation step: both ranks joined those fits
     assert "unlearn/ks_pvalue" in second["metrics"] and "seed 1," in (jobs[1] / "train_rank1.log").read_text()
 
-    single = run_pipeline(*SMALL)["metrics"]
+    single = run_pipeline(*SMALL, *FULL_BATCH)["metrics"]
     ddp = first["metrics"]
     # Same global batches, so the only difference is float summation order (gloo's all-reduce averages two
     # half-batch gradients; one process takes one mean over 64): measured ≤ 4e-7 on every metric. 1e-4 leaves room

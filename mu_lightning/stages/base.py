@@ -205,6 +205,9 @@ class Stage(L.LightningModule):
         self.clock.stop()
         self._direct = None
         self.tally.count(self)  # before Lightning's teardown moves the model off the device the batches are on
+        if self.trainer.world_size > 1:  # DDP: each rank stepped on its shard; the stage's cost is the sum over ranks
+            mine = torch.tensor([self.tally.flops, self.tally.grad_evals], dtype=torch.int64, device=self.device)
+            self.tally.summed = tuple(self.trainer.strategy.reduce(mine, reduce_op="sum").tolist())
 
     def _remember_weights(self) -> None:
         """Copy the weights whose loss was just found finite, in place: the rollback point of the guard.
