@@ -24,7 +24,7 @@ from mu_lightning.errors import ConfigError
 from mu_lightning.targets import exit_on_unsafe_command_line
 
 # What the command line may change when it evaluates a run again; the rest is the run's own config
-RERUN_OPTIONS = ("metric", "logger", "paths.cache_dir", "threads", "trainer")
+RERUN_OPTIONS = ("metric", "logger", "paths.cache_dir", "threads", "trainer", "extras", "tags")  # none changes a model
 
 
 def _eval_dir(run_dir: str | None, tier: str, default: str) -> str:

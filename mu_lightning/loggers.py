@@ -122,7 +122,9 @@ def run_title(cfg: DictConfig) -> str:
               if not str(k).startswith("_") and not str(k).endswith("seed") and v is not None}
     seeds = f"seed {cfg.seed}" + ("" if cfg.get("unlearn_seed", cfg.seed) == cfg.seed else
                                   f", unlearn_seed {cfg.unlearn_seed}")
-    return (f"{choices.get('unlearner')} on {choices.get('dataset')}/{choices.get('model')}, forget "
+    given = OmegaConf.select(cfg, "unlearned.checkpoint")  # eval.py: M_u was made elsewhere
+    method = f"unlearned.checkpoint={given}" if given else choices.get("unlearner")
+    return (f"{method} on {choices.get('dataset')}/{choices.get('model')}, forget "
             f"{choices.get('forget')}({','.join(f'{k}={v}' for k, v in forget.items())}), {seeds}")
 
 
