@@ -3,6 +3,7 @@ speed-ups (docs/metrics.md §5, docs/performance.md)."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -88,6 +89,15 @@ def test_a_one_shot_method_reports_its_gradient_evaluations(run_pipeline):
     per_sample_grad = step_flops_per_sample(MLP)  # forward and the backward of a step
     assert m["unlearn/flops"] == per_sample_grad * (sizes["forget"] + sizes["train"])
     assert 0 < m["unlearn/flop_speedup"] < math.inf
+
+
+def test_no_unlearning_has_no_speed_up_and_strict_json(run_pipeline, tmp_path):
+    m = run_pipeline("unlearner=none", "callbacks.forget_retain=null", shared_cache=True)["metrics"]
+    assert m["unlearn/flops"] == 0 and m["unlearn/grad_evals"] == 0
+    # nothing spent: every speed-up is undefined (null), not a division by the timer's noise or Infinity
+    assert m["unlearn/flop_speedup"] is None and m["unlearn/speedup"] is None and m["unlearn/speedup_recorded"] is None
+    text = (tmp_path / "run" / "results.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds {name}, which is not JSON"))
 
 
 def test_train_seconds_leave_out_a_slow_logger(run_pipeline, monkeypatch, tmp_path):

@@ -96,13 +96,14 @@ def efficiency(ctx: EvalContext) -> dict[str, float]:
     """
     st, rte = ctx.stages, ctx.seconds["unlearn"]
     gold, unlearn = st["gold"], st["unlearn"]
+    idle = unlearn.get("flops") == 0  # unlearner=none did no work: no speed-up is defined, only timer noise
     out = {f"{m}/train_seconds": _known(st[m].get("fit_seconds")) for m in ("original", "gold")}
     out.update({f"{m}/{k}": _known(st[m].get(k)) for m in MODELS for k in ("flops", "grad_evals")})
     out.update({
         "unlearn/train_seconds": _known(rte),
         "unlearn/flop_speedup": _ratio(gold.get("flops"), unlearn.get("flops")),
-        "unlearn/speedup": _ratio((gold.get("timing") or {}).get("comparable_fit_seconds"), rte),
-        "unlearn/speedup_recorded": _ratio(gold.get("fit_seconds"), rte),
+        "unlearn/speedup": None if idle else _ratio((gold.get("timing") or {}).get("comparable_fit_seconds"), rte),
+        "unlearn/speedup_recorded": None if idle else _ratio(gold.get("fit_seconds"), rte),
         "unlearn/grad_step_ratio": _ratio(unlearn.get("steps"), gold.get("steps")),
         "unlearn/grad_eval_ratio": _ratio(unlearn.get("grad_evals"), gold.get("grad_evals")),
     })
