@@ -22,6 +22,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mu_lightning.cache import shape_mismatches
 from mu_lightning.data import Samples, UnlearningDataModule
 from mu_lightning.errors import ConfigError
 from mu_lightning.files import file_digest
@@ -60,7 +61,7 @@ def load_weights(model: nn.Module, path: str | Path, option: str) -> str:
     if state is None:
         raise ConfigError(f"{option}={path} holds a {type(saved).__name__}, not a state dict or a Lightning "
                           "checkpoint with a 'state_dict'")
-    problems = _mismatches(model.state_dict(), state)
+    problems = shape_mismatches({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
     if problems:
         raise ConfigError(f"{option}={path} does not fit model={type(model).__name__}: {'; '.join(problems)}")
     model.load_state_dict(state)
@@ -75,17 +76,6 @@ def _state_dict(saved: Any) -> dict[str, torch.Tensor] | None:
     if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
         return None
     return saved
-
-
-def _mismatches(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], first: int = 3) -> list[str]:
-    """The first ``first`` missing keys, unexpected keys and shape differences, as readable phrases."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} has shape {list(given[k].shape)} in the checkpoint but {list(expected[k].shape)} in the model"
-              for k in expected if k in given and given[k].shape != expected[k].shape]
-    out = [f"{what} {', '.join(keys[:first])}" + (f" and {len(keys) - first} more" if len(keys) > first else "")
-           for what, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
-    return out + shapes[:first]
 
 
 # ------------------------------------------------------------------------------------------- the shared cores
