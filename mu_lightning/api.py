@@ -2,17 +2,16 @@
 
 ``unlearn(model, forget=(x_f, y_f), retain=(x_r, y_r), method="scrub", **hyperparameters)`` returns the unlearned
 copy of ``model`` and facts about the run; ``evaluate(original=..., unlearned=..., gold=..., data=...)`` returns the
-metrics under the names results.json uses. The command line is built on the same cores: ``run_unlearner`` (the timed
-unlearning stage) and ``score`` (the evaluation step), which ``pipeline.py`` calls too. docs/api.md has an example.
+metrics under the names results.json uses; ``load_weights`` reads a checkpoint into a model; ``run(cfg)`` is the
+whole experiment of ``python train.py`` for a composed config. The command line is built on the same cores
+(``Unlearner.run``, the timed unlearning stage, and ``metrics.evaluate``). docs/api.md has an example.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -22,14 +21,16 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mu_lightning.cache import shape_mismatches
 from mu_lightning.data import Samples, UnlearningDataModule
 from mu_lightning.errors import ConfigError
-from mu_lightning.files import file_digest
 from mu_lightning.metrics import EvalContext
 from mu_lightning.metrics import evaluate as evaluate_tiers
-from mu_lightning.targets import check_targets
+from mu_lightning.pipeline import run
+from mu_lightning.runtime.targets import check_targets
 from mu_lightning.unlearners import Unlearner
+from mu_lightning.weights import load_weights
+
+__all__ = ["evaluate", "load_weights", "run", "unlearn"]
 
 log = logging.getLogger(__name__)
 
@@ -38,76 +39,6 @@ PARTS = ("forget", "retain", "val", "test")
 # What an API call's Trainer does by default: one device, no files, no logger, no progress bar
 TRAINER = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpointing": False,
            "enable_model_summary": False, "enable_progress_bar": False}
-
-
-# ------------------------------------------------------------------------------------------------------ checkpoints
-
-
-def load_weights(model: nn.Module, path: str | Path, option: str) -> str:
-    """Load the checkpoint at ``path`` into ``model`` and return the file's SHA-256.
-
-    A checkpoint is a state dict, or a Lightning checkpoint (``{"state_dict": ...}``) whose model keys carry the
-    ``model.`` prefix of the stage modules; it is read with ``weights_only=True``. A ConfigError naming ``option``
-    if the file is missing or unreadable, or if its keys or shapes do not fit ``model`` (the first mismatches)."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{option}={path}: no such file")
-    try:
-        saved = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - pickle, zip and torch errors alike: the file is not usable
-        raise ConfigError(f"{option}={path} is not a checkpoint torch.load(weights_only=True) can read "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-    state = _state_dict(saved)
-    if state is None:
-        raise ConfigError(f"{option}={path} holds a {type(saved).__name__}, not a state dict or a Lightning "
-                          "checkpoint with a 'state_dict'")
-    problems = shape_mismatches({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
-    if problems:
-        raise ConfigError(f"{option}={path} does not fit model={type(model).__name__}: {'; '.join(problems)}")
-    model.load_state_dict(state)
-    return file_digest(file)
-
-
-def _state_dict(saved: Any) -> dict[str, torch.Tensor] | None:
-    if isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict):
-        saved = saved["state_dict"]
-        if any(str(k).startswith("model.") for k in saved):  # a stage module's: its network is ``self.model``
-            saved = {k[len("model."):]: v for k, v in saved.items() if k.startswith("model.")}
-    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
-        return None
-    return saved
-
-
-# ------------------------------------------------------------------------------------------- the shared cores
-
-
-def run_unlearner(unlearner: Unlearner, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer],
-                  seed: int, monitors: Iterable = ()) -> tuple[dict[str, Any], float]:
-    """Run ``unlearner`` on ``data`` with unlearning seed ``seed``: the facts results.json records for the stage
-    and its seconds: the method's own (``Stage.clock``), without the Trainer, loggers, FLOP counting or the time the
-    ``monitors`` (``StageMonitor`` callbacks) spent, which make ``overhead_seconds`` and ``monitoring_seconds``."""
-    monitors = list(monitors)
-    unlearner.clock.exclude(monitors)  # trajectory logging is not unlearning work
-    t0 = time.perf_counter()
-    unlearner.unlearn(data, make_trainer, seed=seed)
-    monitoring, seconds = sum(m.seconds for m in monitors), unlearner.clock.seconds
-    facts = {"method": type(unlearner).__name__, "reads": list(unlearner.reads), "seed": seed,
-             "monitoring_seconds": monitoring, "overhead_seconds": time.perf_counter() - t0 - seconds - monitoring,
-             **unlearner.cost(),
-             "steps": unlearner.steps_taken, "diverged": unlearner.diverged,
-             "diverged_step": unlearner.diverged_step}
-    if unlearner.diverged:
-        log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
-                    unlearner.diverged_step)
-    log.info("%-8s %s (seed %d): %d steps in %.2f s", "unlearn", facts["method"], seed, unlearner.steps_taken,
-             seconds)
-    return facts, seconds
-
-
-def score(ctx: EvalContext, objective: str | None = None) -> dict[str, float | None]:
-    """Every metric of ``ctx``'s tier (``metrics.evaluate``). A time or step count the run does not know (a model
-    made elsewhere) is None in ``ctx``, and so is every efficiency metric derived from it."""
-    return evaluate_tiers(ctx, objective)
 
 
 # ------------------------------------------------------------------------------------------------------- the API
@@ -128,8 +59,8 @@ def unlearn(model: nn.Module, forget: Part, retain: Part, method: str = "finetun
     data.setup()
     L.seed_everything(seed, workers=True, verbose=False)
     unlearner: Unlearner = instantiate(node, model=copy.deepcopy(model))
-    facts, seconds = run_unlearner(unlearner, data, lambda epochs: L.Trainer(**{**TRAINER, **(trainer or {})},
-                                                                            max_epochs=epochs), seed)
+    facts, seconds = unlearner.run(data, lambda epochs: L.Trainer(**{**TRAINER, **(trainer or {})}, max_epochs=epochs),
+                                   seed)
     return unlearner.model, {**facts, "seconds": seconds}
 
 
@@ -172,7 +103,7 @@ def evaluate(original: nn.Module, unlearned: nn.Module, gold: nn.Module, data: d
     ctx = EvalContext(models={"original": original, "gold": gold, "unlearn": unlearned}, data=split, stages=stages,
                       seconds={"unlearn": known["unlearn"]}, cfg=cfg, gold=unavailable, unlearned=unavailable,
                       fresh_model=unavailable)
-    return score(ctx)
+    return evaluate_tiers(ctx)
 
 
 class TensorData(UnlearningDataModule):

@@ -26,6 +26,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from mu_lightning.files import atomic_write, file_digest
+from mu_lightning.weights import state_problem
 
 log = logging.getLogger(__name__)
 
@@ -134,29 +135,6 @@ def record_problem(info: Any, stage: str, key: str) -> str | None:
     if (info["stage"], info["key"]) != (stage, key):
         return f"its record belongs to {info['stage']}-{info['key']}, not {stage}-{key}"
     return None
-
-
-def shape_mismatches(expected: dict[str, tuple], given: dict[str, torch.Tensor], first: int = 3) -> list[str]:
-    """The first ``first`` missing keys, unexpected keys and shape differences of the state dict ``given`` against
-    the names and shapes ``expected``, as readable phrases (empty if it fits)."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} has shape {list(given[k].shape)} in the checkpoint but {list(expected[k])} in the model"
-              for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k])]
-    out = [f"{what} {', '.join(keys[:first])}" + (f" and {len(keys) - first} more" if len(keys) > first else "")
-           for what, keys in (("missing keys", missing), ("unexpected keys", unexpected)) if keys]
-    return out + shapes[:first]
-
-
-def state_problem(state: Any, shapes: dict[str, tuple] | None) -> str | None:
-    """What is wrong with a loaded state dict, or None: a dict of tensors with finite values and, when ``shapes``
-    is given, exactly those names and shapes."""
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return "its weights are not a state dict of tensors"
-    if shapes is not None and (wrong := shape_mismatches(shapes, state)):
-        return f"its weights do not fit the model ({'; '.join(wrong)})"
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    return f"its weights hold NaN or infinite values ({bad[:3]})" if bad else None
 
 
 def _acquire(lock: FileLock, lock_path: Path, stage: str, key: str) -> None:

@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mu_lightning import console
 from mu_lightning.errors import ConfigError, RunFault
 from mu_lightning.files import check_dir_overrides
-from mu_lightning.targets import guard_command_line
+from mu_lightning.runtime.targets import guard_command_line
+from mu_lightning.tracking import console
 
 log = logging.getLogger("mu_lightning")
 
@@ -50,8 +50,9 @@ def main(cfg: DictConfig) -> float | None:
 def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
     """``pipeline.run`` on ``cfg`` (after ``prepare``, eval.py's: ``eval_cli.evaluation_config``) with the command
     line's error handling: a ConfigError exits with code 2, an OSError with 1, both before any training."""
-    from mu_lightning import distributed, hpo
     from mu_lightning.pipeline import run  # imported here so --help and config errors answer fast
+    from mu_lightning.runtime import distributed
+    from mu_lightning.tuning import objective as hpo
 
     ok, interrupted = False, _watch_ctrl_c()
     try:

@@ -2,46 +2,49 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import platform
 import sys
 import time
 import warnings
-from dataclasses import dataclass
-from datetime import timedelta
-from importlib import resources
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.seed import isolate_rng
 from omegaconf import DictConfig, OmegaConf
 
-from mu_lightning import debug, distributed
-from mu_lightning import loggers as logger_factories
-from mu_lightning.api import load_weights, run_unlearner, score
 from mu_lightning.cache import StageCache, cache_key
 from mu_lightning.callbacks import configured
 from mu_lightning.callbacks.monitor import StageMonitor
 from mu_lightning.callbacks.progress import StageProgressBar
-from mu_lightning.checks import check_config, check_data, check_poison
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.errors import ConfigError, RunFault
-from mu_lightning.files import atomic_write, set_aside_previous
-from mu_lightning.metrics import EvalContext
-from mu_lightning.metrics.corrective import TABLE_COLUMNS
+from mu_lightning.files import set_aside_previous
+from mu_lightning.metrics import EvalContext, evaluate
+from mu_lightning.metrics.warnings import accuracy_warnings, unchanged_warning
+from mu_lightning.outputs import (
+    RequestResult,
+    StageResult,
+    collect_results,
+    protocol_choice,
+    save_outputs,
+    write_forget_ids,
+    write_results,
+)
+from mu_lightning.runtime import debug, distributed
+from mu_lightning.runtime.checks import check_config, check_data, check_poison
+from mu_lightning.runtime.threads import cpu_threads
 from mu_lightning.stages import ClassifierModule
 from mu_lightning.stages.classifier import resumable
-from mu_lightning.threads import cpu_threads
+from mu_lightning.stages.timing import calibration, gold_timing
+from mu_lightning.tracking import loggers as logger_factories
+from mu_lightning.tracking.naming import stage_run
 from mu_lightning.unlearners import Unlearner
+from mu_lightning.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -49,42 +52,6 @@ STAGE_SPLIT = {"original": "train", "gold": "retain", "clean": "clean"}  # the s
 # trainer settings that only change what is shown or where files go, never the weights: left out of cache keys
 TRAINER_NOT_IN_KEY = ("enable_progress_bar", "enable_model_summary", "enable_checkpointing", "log_every_n_steps",
                       "logger", "default_root_dir", "profiler", "barebones")
-CHANCE_MARGIN = 0.05  # an accuracy within this of 1/num_classes is "at chance" (docs/metrics.md §9)
-CALIBRATION_STEPS, CALIBRATION_SECONDS = 300, 1.0  # the most a calibration of the gold recipe runs (gold_timing)
-PACKAGES = ("mu_lightning", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "scikit-learn")
-
-
-@dataclass
-class StageResult:
-    """A stage's model, the facts results.json records for the stage, and its wall-clock seconds."""
-
-    model: torch.nn.Module
-    facts: dict[str, Any]
-    seconds: float
-    references: dict[str, torch.nn.Module] = dataclasses.field(default_factory=dict)  # more models to evaluate with
-
-
-@dataclass
-class RequestResult:
-    """One forget request served: the metrics, the seconds and facts of each stage, and the split sizes.
-
-    ``ctx`` holds the three models and their logits; the run keeps it for the last request only (``numbers_only``),
-    whose logits it saves."""
-
-    metrics: dict[str, float]
-    seconds: dict[str, float]
-    stages: dict[str, dict[str, Any]]
-    sizes: dict[str, int]
-    ctx: EvalContext | None = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
-
-    def record(self) -> dict[str, Any]:
-        """The request as results.json lists it under ``requests``."""
-        return {"sizes": self.sizes, "metrics": self.metrics, "seconds": self.seconds, "stages": self.stages,
-                "warnings": self.warnings}
-
-    def numbers_only(self) -> RequestResult:
-        return dataclasses.replace(self, ctx=None)
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
@@ -108,7 +75,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     for k in range(n):
         view, label, last = data.request(k), request_label(k, n), k == n - 1
         gold = trained_model(cfg, view, cache, "gold", cfg.seed, label)
-        gold.facts["timing"] = gold_timing(cfg, view, gold.facts)  # the gold time a speed-up may be compared with
+        gold.facts["timing"] = gold_timing(gold.facts, lambda v=view: time_gold_recipe(cfg, v, cfg.seed))
         with stage_loggers(cfg, f"unlearn{label}", cfg.seed) as loggers:  # M_u's training, the request's metrics
             # the unlearner sees D_f and D_r, never M_g; the stage's monitors get M_g as a reference line
             unlearned = unlearned_model(cfg, view, start, cfg.unlearn_seed, loggers, f"unlearn{label}", gold.model)
@@ -154,33 +121,15 @@ def build_data(cfg: DictConfig) -> UnlearningDataModule:
     return data
 
 
-def write_forget_ids(cfg: DictConfig, data: UnlearningDataModule) -> None:
-    """``forget_ids.txt`` (every request's ids, sorted) and, with several requests, ``forget_ids_<k>.txt``; with a
-    training-set manipulation, ``poison_ids.txt`` (the manipulated sample ids); rank 0."""
-    out, n = Path(cfg.paths.output_dir), len(data.requests)
-    if len(data.poison_ids):
-        log.info("poison: %s manipulated %d of %d training samples; ids in poison_ids.txt", data.poison.name,
-                 len(data.poison_ids), len(data.ids["train"]))
-    if distributed.is_main():
-        if len(data.poison_ids):
-            _write_ids(out / "poison_ids.txt", data.poison_ids)
-        _write_ids(out / "forget_ids.txt", torch.cat(data.requests).sort().values)
-        for k, ids in enumerate(data.requests if n > 1 else ()):
-            _write_ids(out / f"forget_ids_{k + 1}.txt", ids)
-    log.info("forget request%s: %s of %d training samples (%s); ids in forget_ids%s.txt", "s" if n > 1 else "",
-             " then ".join(str(len(ids)) for ids in data.requests), len(data.ids["train"]),
-             cfg.forget._target_.rsplit(".", 1)[-1], "*" if n > 1 else "")
-
-
 def request_label(k: int, n: int) -> str:
     """What tells request ``k`` (from 0) of ``n`` apart in stage names: ``_request2``; empty for a single request."""
     return f"_request{k + 1}" if n > 1 else ""
 
 
 def stage_loggers(cfg: DictConfig, stage: str, seed: int, key: str | None = None):
-    """The configured loggers for one stage (named, configured and tagged by ``loggers.stage_run``), as a context
+    """The configured loggers for one stage (named, configured and tagged by ``naming.stage_run``), as a context
     manager: closed as failed if the block raises."""
-    run = logger_factories.stage_run(cfg, stage, seed, key, protocol_choice())
+    run = stage_run(cfg, stage, seed, key, protocol_choice())
     return logger_factories.opened([instantiate(entry)(run=run) for entry in (cfg.logger or {}).values() if entry])
 
 
@@ -234,30 +183,11 @@ def trained_model(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache
                                "overhead_seconds": overhead}, seconds)
 
 
-def gold_timing(cfg: DictConfig, data: UnlearningDataModule, facts: dict[str, Any]) -> dict[str, Any]:
-    """Where the gold time of ``unlearn/speedup`` comes from (docs/metrics.md §5): a gold model trained in this run
-    is its own measure; one from the stage cache was timed when it was trained, perhaps elsewhere or under another
-    load, so its recipe is timed again here by a short ``calibration`` and scaled to the gold's step count."""
-    if not facts.get("cache_hit") or facts.get("fit_seconds") is None:  # trained here, or made elsewhere
-        return {"source": "trained in this run" if facts.get("fit_seconds") is not None else "unknown",
-                "comparable_fit_seconds": facts.get("fit_seconds")}
-    with isolate_rng():
-        probe = calibration(cfg, data, facts["seed"])
-    recorded = facts.get("hardware")
-    return {"source": "stage cache (fit_seconds as recorded when it was trained)", "recorded_hardware": recorded,
-            "hardware_now": probe["hardware"], "same_hardware": recorded == probe["hardware"], "calibration": probe,
-            "comparable_fit_seconds": probe["seconds"] / max(probe["steps"], 1) * facts["steps"]}
-
-
-def calibration(cfg: DictConfig, data: UnlearningDataModule, seed: int) -> dict[str, Any]:
-    """Time the gold recipe on this machine now: a fresh model fit on D_r's batches, as the gold model's fit, for
-    ``CALIBRATION_STEPS`` steps or ``CALIBRATION_SECONDS`` (checked after each Lightning batch), whichever is less."""
+def time_gold_recipe(cfg: DictConfig, data: UnlearningDataModule, seed: int) -> dict[str, Any]:
+    """``calibration`` of the gold recipe of ``seed`` on this request's D_r, on this machine now."""
     module: ClassifierModule = instantiate(cfg.train, model=_build_model(cfg, seed))
     batches = data.batches("retain", module.batch_size, shuffle=True, seed=seed, augment=True)
-    trainer = _trainer(cfg, module.epochs, [], max_steps=CALIBRATION_STEPS,
-                       max_time=timedelta(seconds=CALIBRATION_SECONDS))
-    trainer.fit(module, train_dataloaders=module.chunks(batches))
-    return {"steps": module.steps_taken, "seconds": module.clock.seconds, "hardware": module.hardware}
+    return calibration(module, batches, lambda epochs, **limits: _trainer(cfg, epochs, [], **limits))
 
 
 def checkpoint_stage(cfg: DictConfig, stage: str) -> StageResult:
@@ -295,9 +225,10 @@ def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, start: torch.nn
         with isolate_rng():
             unlearner.initial_weights = _build_model(cfg, cfg.seed).state_dict()
     callbacks, monitors = stage_callbacks(cfg, stage, unlearner, data, gold)
-    facts, seconds = run_unlearner(unlearner, data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks, stage),
-                                   seed, monitors)
-    facts["warnings"] = unlearn_warnings(unlearner, start)
+    facts, seconds = unlearner.run(data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks, stage), seed,
+                                   monitors)
+    facts["warnings"] = [*unlearner.warnings,
+                         *(unchanged_warning(facts["method"], start, unlearner.model) if unlearner.reads else [])]
     teacher = getattr(unlearner, "incompetent_teacher", None)  # Bad Teacher's: ZRF's random model in compat mode
     return StageResult(unlearner.model, facts, seconds, {"incompetent_teacher": teacher} if teacher is not None else {})
 
@@ -313,27 +244,6 @@ def stage_callbacks(cfg: DictConfig, stage: str, module, data: UnlearningDataMod
     if any(m.step_cadence for m in monitors):
         module.steps_per_batch = 1
     return callbacks, monitors
-
-
-def unlearn_warnings(unlearner: Unlearner, start: torch.nn.Module) -> list[str]:
-    """What the unlearner reported (a loss that exploded) and, for any method but ``none``, M_u equal to M."""
-    found = list(unlearner.warnings)
-    if unlearner.reads and all(torch.equal(a.cpu(), b.cpu()) for a, b in
-                               zip(start.state_dict().values(), unlearner.model.state_dict().values(), strict=True)):
-        found.append(f"{type(unlearner).__name__} changed no weight: M_u equals M, the same as no unlearning (a "
-                     "one-shot edit that selected nothing, e.g. SSD with a selection_weighting too high for the data)")
-    return found
-
-
-def accuracy_warnings(metrics: dict[str, float], num_classes: int) -> list[str]:
-    """Retain or test accuracy of M_u at chance (within ``CHANCE_MARGIN`` of 1/num_classes) where M's was above."""
-    chance, found = 1 / num_classes, []
-    for split in ("retain", "test"):
-        acc, before = metrics.get(f"unlearn/{split}_acc"), metrics.get(f"original/{split}_acc")
-        if acc is not None and before is not None and acc <= chance + CHANCE_MARGIN < before:
-            found.append(f"M_u's {split} accuracy {acc:.4f} is at chance (1/{num_classes} = {chance:.4f}, margin "
-                         f"{CHANCE_MARGIN}) where M's was {before:.4f}: the unlearner destroyed the model")
-    return found
 
 
 def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, label: str, start: torch.nn.Module,
@@ -355,7 +265,7 @@ def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, la
     )
     if not distributed.join_evaluation(cfg.metric, more_to_train=more_to_train):
         return None
-    metrics = score(ctx, cfg.get("objective"))
+    metrics = evaluate(ctx, cfg.get("objective"))
     seconds["evaluate"] = time.perf_counter() - t0
     logged = {**metrics, **{f"seconds/{k}": v for k, v in seconds.items()}}
     # an unknown (None) number is not logged: a model made elsewhere
@@ -368,88 +278,11 @@ def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, la
     return RequestResult(metrics, seconds, ctx.stages, {s: len(ids) for s, ids in data.ids.items()}, ctx, warned)
 
 
-def collect_results(cfg: DictConfig, served: list[RequestResult], started: float) -> dict[str, Any]:
-    """results.json's contents: the last request's numbers (and, with several, each request's under ``requests``),
-    the run's total seconds, threads, tuning, resolved config and package versions."""
-    final = served[-1]
-    return {
-        "metrics": final.metrics,
-        "seconds": {**final.seconds, "total": time.perf_counter() - started},
-        "stages": final.stages,
-        "threads": torch.get_num_threads(),  # CPU threads of this process (the `threads` option)
-        "tuning": cfg.get("tuning"),  # "gold-tuned": hyperparameters chosen against gold (hparams_search)
-        "protocol": protocol_choice(),  # "<protocol>/<unlearner>" applied over unlearner:, or None
-        "sizes": final.sizes,
-        "dropped_test_classes": final.ctx.data.dropped_test_classes(),  # metric.classwise_test=drop
-        "warnings": [w for r in served for w in r.warnings],  # also in the log (docs/metrics.md §9)
-        **({"requests": [r.record() for r in served]} if len(served) > 1 else {}),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "versions": _versions(),
-    }
-
-
-def save_outputs(cfg: DictConfig, ctx: EvalContext, results: dict[str, Any], loggers: list) -> None:
-    """``logits.pt`` (every logits tensor the evaluation computed, with labels and ids), ``unlearned.pt`` when
-    ``save_unlearned``, and the loggers' end-of-run extras."""
-    out = Path(cfg.paths.output_dir)
-    logits = {"logits": ctx.computed_logits(), "labels": {s: ctx.data.tensors(s)[1] for s in ctx.data.ids},
-              "ids": dict(ctx.data.ids)}
-    atomic_write(out / "logits.pt", lambda f: torch.save(logits, f))
-    if cfg.save_unlearned:
-        state = {k: v.detach().cpu() for k, v in ctx.models["unlearn"].state_dict().items()}
-        atomic_write(out / "unlearned.pt", lambda f: torch.save(state, f))
-    logger_factories.log_results(loggers, results, out)
-
-
-def write_results(cfg: DictConfig, results: dict[str, Any], served: list[RequestResult]) -> None:
-    """``results.json``, written last and atomically, so its presence means the run completed; then the tables."""
-    out, n = Path(cfg.paths.output_dir), len(served)
-    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
-    for k, request in enumerate(served):
-        if n > 1:
-            print(f"request {k + 1} of {n}: forgets {request.sizes['forget']} samples "
-                  f"({request.sizes['forgotten']} forgotten by earlier requests)")
-        table = f"{logger_factories.run_title(cfg)}\n{summary_table(request.record())}"
-        print(table)
-        logger_factories.to_log_files(f"result table{f' of request {k + 1}' if n > 1 else ''}:\n{table}")
-    log.info("results in %s", out / "results.json")
-
-
-def summary_table(results: dict[str, Any]) -> str:
-    """Original / clean (with a ``poison``) / gold / unlearned × forget / retain / test accuracy, the corrective
-    metrics of ``TABLE_COLUMNS`` when present, and seconds per stage (of a run or request)."""
-    m, sec, st = results["metrics"], results["seconds"], results["stages"]
-    columns = {f"{s}_acc": f"{s} acc" for s in ("forget", "retain", "test")}
-    columns.update({k: label for k, label in TABLE_COLUMNS.items() if f"original/{k}" in m})
-    width = {k: max(len(label), 6) for k, label in columns.items()}
-    head = ["model    ", *(f"{label:<{width[k]}}" for k, label in columns.items()), "seconds"]
-    rows = ["| " + " | ".join(head) + " |", "|" + "|".join(["-" * 11, *("-" * (len(h) + 1) + ":" for h in head[1:])])
-            + "|"]
-    for name, label in (("original", "original"), ("clean", "clean"), ("gold", "gold"), ("unlearn", "unlearned")):
-        if name in st:
-            note = " (cached)" if st[name].get("cache_hit") else " (checkpoint)" if st[name].get("checkpoint") else ""
-            took = "unknown" if sec[name] is None else f"{sec[name]:>7.2f}"
-            cells = [f"{label:<9}", *(f"{m[f'{name}/{k}']:>{width[k]}.4f}" for k in columns), took]
-            rows.append("| " + " | ".join(cells) + f" |{note}")
-    return "\n".join(rows)
-
-
 def quiet_lightning() -> None:
     """Drop Lightning's per-Trainer banners (GPU/TPU availability, tips) and the LeafSpec FutureWarning."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-
-
-def protocol_choice() -> str | None:
-    """The ``conf/protocol/<protocol>/<unlearner>.yaml`` that Hydra applied over ``unlearner:``, as
-    ``"<protocol>/<unlearner>"``; None when there is no such file (the defaults of ``conf/unlearner/`` alone: the
-    ``optional`` defaults entry skips a missing file silently) or the config was not composed by Hydra."""
-    if not HydraConfig.initialized():
-        return None
-    choice = HydraConfig.get().runtime.choices.get("protocol@unlearner")
-    applied = choice and (resources.files("mu_lightning.conf") / "protocol" / f"{choice}.yaml").is_file()
-    return choice if applied else None
 
 
 def _instantiate(node: Any) -> Any:
@@ -464,10 +297,6 @@ def _instantiate(node: Any) -> Any:
 
 def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-
-def _write_ids(path: Path, ids: torch.Tensor) -> None:
-    atomic_write(path, lambda f: f.write("".join(f"{i}\n" for i in ids.tolist()).encode()))
 
 
 def _build_model(cfg: DictConfig, seed: int | None = None) -> torch.nn.Module:
@@ -518,11 +347,3 @@ def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = 
                      default_root_dir=cfg.paths.output_dir, **limits)
 
 
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found

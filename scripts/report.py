@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mu_lightning.report_plots import summarise
+from mu_lightning.tracking.report import summarise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -70,7 +70,7 @@ def test_key_depends_on_every_field_and_nothing_else():
 
 def test_unwritable_cache_dir_is_a_clear_error(tmp_path):
     """Checked before training with the other inputs (checks.check_data); cache=false never writes there."""
-    from mu_lightning.checks import check_data
+    from mu_lightning.runtime.checks import check_data
     from tests.helpers import compose_cfg, make_data
 
     blocker = tmp_path / "file"

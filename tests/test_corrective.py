@@ -15,7 +15,8 @@ from hydra.utils import instantiate
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.poison import BadNets, NoPoison
 from mu_lightning.errors import ConfigError
-from mu_lightning.pipeline import run, stage_key, summary_table
+from mu_lightning.outputs import summary_table
+from mu_lightning.pipeline import run, stage_key
 from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mu_lightning import distributed
-from mu_lightning.checks import check_config
 from mu_lightning.errors import ConfigError
+from mu_lightning.runtime import distributed
+from mu_lightning.runtime.checks import check_config
 from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

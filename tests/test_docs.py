@@ -24,7 +24,7 @@ README_MAX_BYTES = 15_000
 
 # Markdown files the code writes into run and sweep directories: names of outputs, not documents of this repository.
 GENERATED_OUTPUTS = frozenset({
-    "summary.md",  # the sweep summary table (mu_lightning/report.py, scripts/report.py)
+    "summary.md",  # the sweep summary table (mu_lightning/tracking/report/, scripts/report.py)
 })
 
 MD_NAME = r"[\w./-]*[A-Za-z0-9_-]+\.md"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from mu_lightning.flops import PassTally, flops_of
+from mu_lightning.stages.flops import PassTally, flops_of
 
 DELAY = 2.0  # seconds a slow logger sleeps when built and again when its run starts
 MLP = (64, 128, 64, 10)  # synthetic 1×8×8 inputs, hidden [128, 64], 10 classes

@@ -122,17 +122,17 @@ def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_full_disk_on_results_keeps_the_cache_valid(tmp_path, monkeypatch):
-    from mu_lightning import pipeline
+    from mu_lightning import outputs, pipeline
     from tests.helpers import compose_cfg
 
-    real = pipeline.atomic_write
+    real = outputs.atomic_write
 
     def failing(path, write):
         if Path(path).name == "results.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(path, write)
 
-    monkeypatch.setattr(pipeline, "atomic_write", failing)
+    monkeypatch.setattr(outputs, "atomic_write", failing)
     cfg = compose_cfg(tmp_path, ["unlearner=none"])
     with pytest.raises(OSError, match="No space left"):
         pipeline.run(cfg)

@@ -17,7 +17,7 @@ from mu_lightning.data.sources import Samples, standardise, synthetic
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import full
 from mu_lightning.models import CNN, MLP
-from mu_lightning.pipeline import accuracy_warnings
+from mu_lightning.metrics.warnings import accuracy_warnings
 from mu_lightning.unlearners import SSD, UNSIR, BoundaryShrink, Fisher, GradientAscent, Influence, SalUn
 
 

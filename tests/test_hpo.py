@@ -12,8 +12,8 @@ import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from mu_lightning import hpo
 from mu_lightning.errors import ConfigError
+from mu_lightning.tuning import objective as hpo
 from tests.helpers import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,8 +12,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from mu_lightning import distributed, threads
 from mu_lightning.errors import ConfigError
+from mu_lightning.runtime import distributed, threads
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "train.epochs=3", "logger=none"]

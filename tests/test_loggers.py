@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mu_lightning import loggers
+from mu_lightning.tracking import extras, loggers, naming
 
 RESULTS = {
     "metrics": {f"{m}/{k}": v for m, base in (("original", 0.99), ("gold", 0.90), ("unlearn", 0.80))
@@ -22,12 +22,12 @@ RESULTS = {
     "config": {"seed": 0, "unlearner": {"_target_": "mu_lightning.unlearners.Finetune", "epochs": 5}},
     "stages": {"unlearn": {"steps": 7}},
 }
-RUN = loggers.StageRun("unlearn", "finetune-s0", {"seed": 0, "choices": {"unlearner": "finetune"}},
+RUN = naming.StageRun("unlearn", "finetune-s0", {"seed": 0, "choices": {"unlearner": "finetune"}},
                        ("dataset:digits", "unlearner:finetune"))
 
 
-def stage(name: str) -> loggers.StageRun:
-    return loggers.StageRun(name, f"{name}-run", {"seed": 0})
+def stage(name: str) -> naming.StageRun:
+    return naming.StageRun(name, f"{name}-run", {"seed": 0})
 
 
 def wandb_records(save_dir: Path, timeout: float = 30.0) -> list:
@@ -94,7 +94,7 @@ def _exit_code(records) -> int:
 def _logits_file(run_dir: Path) -> None:
     g = torch.Generator().manual_seed(0)
     labels = {s: torch.randint(0, 3, (n,), generator=g) for s, n in RESULTS["sizes"].items()}
-    logits = {m: {s: torch.randn(len(y), 3, generator=g) for s, y in labels.items()} for m in loggers.MODELS}
+    logits = {m: {s: torch.randn(len(y), 3, generator=g) for s, y in labels.items()} for m in extras.MODELS}
     torch.save({"logits": logits, "labels": labels, "ids": {s: torch.arange(len(y)) for s, y in labels.items()}},
                run_dir / "logits.pt")
 
@@ -103,7 +103,7 @@ def test_offline_wandb_run_holds_metrics_config_table_and_histograms(tmp_path):
     _logits_file(tmp_path)
     run = loggers.wandb_logger(RUN, save_dir=str(tmp_path), project="test", mode="offline")
     loggers.log_final([run], {**RESULTS["metrics"], "seconds/unlearn": 0.2}, step=7)
-    loggers.log_results([run], RESULTS, tmp_path)
+    extras.log_results([run], RESULTS, tmp_path)
     loggers.close([run], ok=True)
 
     records = wandb_records(tmp_path)
@@ -115,7 +115,7 @@ def test_offline_wandb_run_holds_metrics_config_table_and_histograms(tmp_path):
     history, summary = _keys(records, "history"), _keys(records, "summary")
     assert not {*RESULTS["metrics"], "seconds/unlearn"} & history  # end-of-run numbers: summary only
     assert {*RESULTS["metrics"], "seconds/unlearn", "sizes/forget", "seconds/gold"} <= summary
-    assert {f"loss/{m}/{s}/_type" for m in loggers.MODELS for s in RESULTS["sizes"]} <= history
+    assert {f"loss/{m}/{s}/_type" for m in extras.MODELS for s in RESULTS["sizes"]} <= history
     assert {"final_metrics/_type", "forget_vs_retain_table/_type"} <= history
     assert _exit_code(records) == 0
     table = next(tmp_path.glob("wandb/offline-run-*/files/media/table/final_metrics_*.table.json"))
@@ -181,16 +181,16 @@ def test_csv_tensorboard_and_wandb_hold_the_same_keys(run_pipeline, tmp_path):
 def test_tensorboard_gets_loss_histograms(tmp_path):
     _logits_file(tmp_path)
     tb = loggers.tensorboard_logger(stage("unlearn"), save_dir=str(tmp_path))
-    loggers.log_results([tb], RESULTS, tmp_path)
+    extras.log_results([tb], RESULTS, tmp_path)
     loggers.close([tb], ok=True)
     tags = {v.tag for v in tensorboard_values(tmp_path / "tensorboard" / "unlearn") if v.histo.num}
-    assert tags == {f"loss/{m}/{s}" for m in loggers.MODELS for s in RESULTS["sizes"]}
+    assert tags == {f"loss/{m}/{s}" for m in extras.MODELS for s in RESULTS["sizes"]}
 
 
 def test_failing_extras_warn_instead_of_failing_the_run(tmp_path, caplog):
     (tmp_path / "logits.pt").write_bytes(b"not a torch file")
     tb = loggers.tensorboard_logger(stage("unlearn"), save_dir=str(tmp_path))
-    loggers.log_results([tb], RESULTS, tmp_path)
+    extras.log_results([tb], RESULTS, tmp_path)
     loggers.close([tb], ok=True)
     assert "end-of-run logger extras failed" in caplog.text
 
@@ -198,11 +198,11 @@ def test_failing_extras_warn_instead_of_failing_the_run(tmp_path, caplog):
 def test_sample_losses_are_per_sample_cross_entropy(tmp_path):
     _logits_file(tmp_path)
     saved = torch.load(tmp_path / "logits.pt", weights_only=True)
-    losses = loggers.sample_losses(tmp_path / "logits.pt")
+    losses = extras.sample_losses(tmp_path / "logits.pt")
     x, y = saved["logits"]["gold"]["test"], saved["labels"]["test"]
     expected = -torch.log_softmax(x, 1)[torch.arange(len(y)), y]
     assert torch.allclose(losses[("gold", "test")], expected)
-    assert loggers.sample_losses(tmp_path / "missing.pt") == {}
+    assert extras.sample_losses(tmp_path / "missing.pt") == {}
 
 
 @pytest.mark.parametrize("metrics,expected", [
@@ -211,14 +211,14 @@ def test_sample_losses_are_per_sample_cross_entropy(tmp_path):
     ({}, (["model"], [])),
 ])
 def test_metrics_table_rows_per_model(metrics, expected):
-    assert loggers.metrics_table(metrics) == expected
+    assert extras.metrics_table(metrics) == expected
 
 
 def test_checkpoint_artifact_holds_the_three_models(run_pipeline, tmp_path):
     results = run_pipeline("logger=wandb", "logger.wandb.log_checkpoints=true", "train.epochs=2", "unlearner.epochs=1")
     unlearned = torch.load(tmp_path / "run" / "unlearned.pt", weights_only=True)
     assert results["config"]["save_unlearned"] is True and unlearned  # implied by log_checkpoints
-    artifact = loggers.checkpoint_artifact(results)
+    artifact = extras.checkpoint_artifact(results)
     assert artifact.type == "model" and set(artifact.manifest.entries) == {"original.pt", "gold.pt", "unlearn.pt"}
     records = wandb_runs(tmp_path / "run")["unlearn"]
     assert any(r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model" for r in records)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mu_lightning.pipeline import protocol_choice
+from mu_lightning.outputs import protocol_choice
 from tests.helpers import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

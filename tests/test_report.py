@@ -19,7 +19,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import to_hex
 from matplotlib.container import BarContainer, ErrorbarContainer
 
-from mu_lightning import report, report_plots
+from mu_lightning.tracking import report
+from mu_lightning.tracking.report import plots as report_plots
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +121,7 @@ def test_best_needs_separation_by_the_intervals_else_ties(sweep):
 def test_one_seed_shows_no_spread_and_marks_no_best(tmp_path):
     fake_run(tmp_path / "0", "finetune", 0, {"forget_acc": 0.9, "avg_gap": 1.0}, {"forget_acc": 0.8})
     fake_run(tmp_path / "1", "gradient_ascent", 0, {"forget_acc": 0.7, "avg_gap": 2.0}, {"forget_acc": 0.8})
-    summary = report_plots.summarise([tmp_path], tmp_path / "out")
+    summary = report.summarise([tmp_path], tmp_path / "out")
     assert report.marks(summary) == {}
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "| random(fraction=0.1) | finetune | 1 | 0.9000 | 1.0000 |" in md and "±" not in md.split("\n\n")[0]
@@ -130,7 +131,7 @@ def test_one_seed_shows_no_spread_and_marks_no_best(tmp_path):
 
 def test_write_files_marks_seeds_runs_and_pngs(sweep, tmp_path):
     out = tmp_path / "report"
-    summary = report_plots.summarise([sweep], out)
+    summary = report.summarise([sweep], out)
     assert summary.figures == [out / n for n in ("forget_vs_acc.png", "avg_gap.png", "time.png")]
     assert summary.files[:2] == [out / "summary.csv", out / "summary.md"]
     md = (out / "summary.md").read_text()
@@ -154,7 +155,7 @@ def test_gold_tuned_search_rows_short_labels_sorted_by_objective(tmp_path):
     for i, (lr, gap) in enumerate([(0.0123456789012345, 3.0), (0.1987654321098765, 1.0), (0.05, 2.0)]):
         fake_run(tmp_path / str(i), "finetune", 0, {"forget_acc": 0.9, "avg_gap_val": gap, "avg_gap": 9.0},
                  {"forget_acc": 0.8}, extra_cfg={"optimizer": {"lr": lr}}, top=search)
-    summary = report_plots.summarise([tmp_path], tmp_path / "out")
+    summary = report.summarise([tmp_path], tmp_path / "out")
     labels = [r.labels["unlearner"] for r in summary.rows]
     assert labels == ["gold", "finetune[lr=0.199]", "finetune[lr=0.05]", "finetune[lr=0.0123]"]  # best first
     assert summary.objective == "avg_gap_val" and summary.columns[0] == "avg_gap_val"
@@ -188,7 +189,7 @@ def two_settings(tmp_path) -> report.Summary:
                                {"forget_acc": 0.8 + 0.05 * k, "retain_acc": 0.95, "test_acc": 0.9 + 0.02 * seed,
                                 "avg_gap": 0.05 * seed + 0.01, "speedup": 2.0 + seed}, gold, 0.02 + 3 * seed,
                                forget=forget)
-                fake_trajectory(run, "trajectory" if seed else "unlearn", {0: 1.0, 5: 0.9 - 0.1 * k, 9: 0.8})
+                fake_trajectory(run, "trajectory", {0: 1.0, 5: 0.9 - 0.1 * k, 9: 0.8})
     return summary_of(tmp_path)
 
 
@@ -212,7 +213,11 @@ def drawn_colours(fig) -> dict[str, str]:
 
 def test_figures_one_row_per_setting_fixed_colours_references_and_positive_intervals(two_settings):
     colour = report_plots.colours(["finetune", "gradient_ascent", "random_label", "my_method"])
-    assert colour["finetune"] == to_hex("tab:orange") and colour["gradient_ascent"] == to_hex("tab:green")
+    every = report_plots.colours(report.catalogue())
+    assert len(set(every.values())) == len(every)  # each method of the catalogue its own colour
+    assert {m: colour[m] for m in ("finetune", "gradient_ascent", "random_label")} == \
+        {m: every[m] for m in ("finetune", "gradient_ascent", "random_label")}  # the same in any figure
+    assert colour["my_method"] not in every.values()  # a label outside the catalogue gets another colour
     figs = {f.__name__: f(two_settings, colour) for f in (report_plots.forget_vs_acc, report_plots.gap_bars,
                                                           report_plots.times, report_plots.trajectory)}
     shapes = {name: [ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes] for name, fig in figs.items()}
@@ -241,17 +246,24 @@ def test_figures_one_row_per_setting_fixed_colours_references_and_positive_inter
         plt.close(fig)
 
 
-def test_trajectory_reads_both_key_names_and_drops_the_final_evaluation_point(tmp_path):
-    fake_trajectory(tmp_path / "a", "unlearn", {0: 1.0, 5: 0.5})
-    fake_trajectory(tmp_path / "b", "trajectory", {0: 1.0, 7: 0.25})
+def test_trajectory_reads_the_callbacks_keys_only(tmp_path):
+    fake_trajectory(tmp_path / "a", "trajectory", {0: 1.0, 5: 0.5})
+    fake_trajectory(tmp_path / "b", "unlearn", {0: 1.0, 7: 0.25})  # final metrics, not a trajectory
     assert report.read_trajectory(tmp_path / "a") == {m: {0: 1.0, 5: 0.5} for m in
                                                       ("forget_acc", "retain_acc", "mia_loss_auc")}
-    assert report.read_trajectory(tmp_path / "b")["forget_acc"] == {0: 1.0, 7: 0.25}
+    assert report.read_trajectory(tmp_path / "b") == {}
     assert report.read_trajectory(tmp_path / "none") == {}
 
 
-def test_catalogue_order_lists_every_unlearner_config():
-    assert sorted(report.METHODS) == sorted(p.stem for p in (ROOT / "conf" / "unlearner").glob("*.yaml"))
+def test_trajectory_metrics_are_the_ones_the_callback_logs():
+    from mu_lightning.callbacks.forget_retain import METRICS
+
+    assert set(report.TRAJECTORY) <= set(METRICS)
+
+
+def test_catalogue_is_the_config_group_with_the_baseline_first():
+    files = sorted(p.stem for p in (ROOT / "conf" / "unlearner").glob("*.yaml"))
+    assert report.catalogue() == ("none", *(f for f in files if f != "none"))
 
 
 def test_cli_over_several_paths(sweep, tmp_path, capsys):
@@ -283,7 +295,7 @@ def test_real_sweep_is_aggregated_by_the_hydra_callback(tmp_path):
         assert (sweep / name).read_bytes()[:8] == PNG
 
     (sweep / "3" / "results.json").unlink()  # job 3 is finetune, seed 1
-    summary = report_plots.summarise([sweep], tmp_path / "again")
+    summary = report.summarise([sweep], tmp_path / "again")
     assert [(r.labels["unlearner"], r.n) for r in summary.rows] == [("gold", 2), ("none", 2), ("finetune", 1)]
     assert any(n.startswith(f"{sweep / '3'}: no results.json") for n in summary.notes)
 

@@ -1,5 +1,5 @@
-"""Configs cannot run code (mu_lightning/targets.py): each attack of issue 17 replayed, a payload that would write a
-marker file must be refused with a message and the marker must not exist; every shipped config still passes."""
+"""Configs cannot run code (mu_lightning/runtime/targets.py): each attack of issue 17 replayed, a payload that would
+write a marker file must be refused with a message and the marker must not exist; every shipped config still passes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.targets import ENV, check_command_line, check_target, check_targets
+from mu_lightning.runtime.targets import ENV, check_command_line, check_target, check_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "train.epochs=1", "logger=none", "metric=fast"]
@@ -151,8 +151,8 @@ def test_an_allowed_object_must_be_named_canonically():
 
 def test_helpers_of_the_projects_modules_are_not_targets():
     """A function is allowed by its exact name, never by its module: the loggers' helpers stay out."""
-    with pytest.raises(ConfigError, match="it names mu_lightning.loggers.close, which is not a function"):
-        check_target("mu_lightning.loggers.close")
+    with pytest.raises(ConfigError, match="it names mu_lightning.tracking.loggers.close, which is not a function"):
+        check_target("mu_lightning.tracking.loggers.close")
     with pytest.raises(ConfigError, match="outside the modules"):
         check_target("mu_lightning.cache.StageCache")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mu_lightning import console, loggers
 from mu_lightning.callbacks import configured
 from mu_lightning.errors import ConfigError
+from mu_lightning.tracking import console, naming
 from tests.helpers import compose_cfg
 from tests.test_loggers import _keys, wandb_runs
 
@@ -62,7 +62,7 @@ def test_wandb_runs_are_grouped_named_and_tagged_by_what_they_are(tracked):
     runs = wandb_runs(run_dir)
     starts = {stage: _start(records) for stage, records in runs.items()}
     keys = {s: results["stages"][s]["cache_key"][:8] for s in ("original", "gold")}
-    assert {s.run_group for s in starts.values()} == {loggers.sweep_group(run_dir)}  # a single run: its own group
+    assert {s.run_group for s in starts.values()} == {naming.sweep_group(run_dir)}  # a single run: its own group
     assert {stage: s.job_type for stage, s in starts.items()} == {s: s for s in ("original", "gold", "unlearn")}
     assert starts["original"].display_name == f"original-synthetic-mlp-s0-{keys['original']}"
     assert starts["gold"].display_name == f"gold-synthetic-mlp-random-s0-{keys['gold']}"
@@ -171,7 +171,7 @@ def test_debug_fast_is_a_small_one_epoch_run_that_writes_no_cache(run_pipeline, 
 
 
 def test_debug_knobs_are_checked(tmp_path):
-    from mu_lightning import debug
+    from mu_lightning.runtime import debug
 
     with pytest.raises(ConfigError, match="debug.max_samples=0 must be null or an integer >= 1"):
         debug.check(compose_cfg(tmp_path, ["debug=fast", "debug.max_samples=0"]))
@@ -179,7 +179,7 @@ def test_debug_knobs_are_checked(tmp_path):
 
 def test_run_title_names_method_forget_setting_and_seed(tmp_path):
     cfg = compose_cfg(tmp_path, ["unlearner=gradient_ascent", "seed=3", "forget=class", "forget.classes=[2]"])
-    assert loggers.run_title(cfg) == "gradient_ascent on synthetic/mlp, forget class(classes=[2]), seed 3"
+    assert naming.run_title(cfg) == "gradient_ascent on synthetic/mlp, forget class(classes=[2]), seed 3"
 
 
 def test_table_goes_to_the_log_file_not_the_console(tmp_path):
@@ -188,7 +188,7 @@ def test_table_goes_to_the_log_file_not_the_console(tmp_path):
     for handler in handlers:
         root.addHandler(handler)
     try:
-        loggers.to_log_files("result table:\n| model |")
+        console.to_log_files("result table:\n| model |")
     finally:
         for handler in handlers:
             root.removeHandler(handler)

@@ -27,7 +27,7 @@ class AggregateSweep(Callback):
         atexit.unregister(self.on_multirun_end)
         sweep_dir = config.hydra.sweep.dir
         try:
-            from mu_lightning.report_plots import summarise  # matplotlib: only when a sweep ends, not at every start
+            from mu_lightning.tracking.report import summarise  # matplotlib: only when a sweep ends
 
             summary = summarise([sweep_dir], sweep_dir)
         except Exception:
@@ -41,15 +41,15 @@ class AggregateSweep(Callback):
 
 def upload_summary(config: DictConfig, sweep_dir: str) -> None:
     """When the sweep logged to W&B (a ``logger.wandb`` entry), its summary table and figures as a W&B run of their
-    own (``loggers.upload_summary``: job_type ``summary``, in the sweep's group; offline-safe). A failure is logged,
+    own (``extras.upload_summary``: job_type ``summary``, in the sweep's group; offline-safe). A failure is logged,
     never raised."""
     settings = OmegaConf.select(config, "logger.wandb", default=None, throw_on_resolution_failure=False)
     if not settings:
         return
-    from mu_lightning import loggers
+    from mu_lightning.tracking import extras
 
     try:
-        where = loggers.upload_summary(sweep_dir, **{k: OmegaConf.select(settings, k) for k in SUMMARY_RUN_KEYS
+        where = extras.upload_summary(sweep_dir, **{k: OmegaConf.select(settings, k) for k in SUMMARY_RUN_KEYS
                                                      if OmegaConf.select(settings, k) is not None})
         log.info("sweep summary logged to W&B as a run of its own (job_type summary) in %s", where)
     except Exception:

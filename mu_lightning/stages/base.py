@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from mu_lightning.data.batches import Chunks
-from mu_lightning.flops import PassTally, hardware
+from mu_lightning.stages.flops import PassTally, hardware
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -89,7 +89,7 @@ class Stage(L.LightningModule):
 
     Cost: ``clock`` times the fit itself, from ``on_train_start`` to ``on_train_end`` (Trainer construction, loggers
     and Lightning's set-up and teardown stay outside: docs/performance.md, "What is timed"); ``tally`` records each
-    step's batch shapes, and ``on_train_end`` counts the FLOPs of one step per shape (``mu_lightning.flops``): a
+    step's batch shapes, and ``on_train_end`` counts the FLOPs of one step per shape (``mu_lightning.stages.flops``): a
     counted step is ``loss(batch)`` and its backward. ``hardware`` is where the fit ran.
 
     Args:
@@ -249,8 +249,8 @@ class Stage(L.LightningModule):
         return tally["epoch_loss"] / tally["epoch_steps"] if tally["epoch_steps"] else None
 
     def cost(self) -> dict[str, Any]:
-        """What the stage's work cost: ``flops`` and ``grad_evals`` (``mu_lightning.flops``), and the ``hardware``
-        its clock ran on (None for a stage with no fit)."""
+        """What the stage's work cost: ``flops`` and ``grad_evals`` (``stages/flops.py``), and the ``hardware`` its
+        clock ran on (None for a stage with no fit)."""
         return {"flops": self.tally.flops, "grad_evals": self.tally.grad_evals, "hardware": self.hardware}
 
     @property

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -43,6 +45,7 @@ from mu_lightning.data.datamodule import UnlearningDataModule
 from mu_lightning.errors import ConfigError
 from mu_lightning.stages.base import Stage
 
+log = logging.getLogger(__name__)
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 LOSS_BLOWUP = (10.0, 50.0)  # a finite loss exploded: |loss| > max(10 × |first loss|, 50 nats) (docs/metrics.md §9)
 TRAIN_MODES = ("train", "eval")  # the mode the model trains in (``train_mode``)
@@ -194,6 +197,26 @@ class Unlearner(Stage):
         if self.train_mode == "eval":  # after Lightning's own .train() at the start of the fit
             self.model.eval()
 
+    def run(self, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer], seed: int,
+            monitors: Iterable = ()) -> tuple[dict[str, Any], float]:
+        """``unlearn`` timed: the facts results.json records for the stage, and its seconds: the method's own
+        (``Stage.clock``), without the Trainer, loggers, FLOP counting or the time the ``monitors`` (``StageMonitor``
+        callbacks) spent, which make ``overhead_seconds`` and ``monitoring_seconds``."""
+        monitors = list(monitors)
+        self.clock.exclude(monitors)  # trajectory logging is not unlearning work
+        t0 = time.perf_counter()
+        self.unlearn(data, make_trainer, seed=seed)
+        monitoring, seconds = sum(m.seconds for m in monitors), self.clock.seconds
+        facts = {"method": type(self).__name__, "reads": list(self.reads), "seed": seed,
+                 "monitoring_seconds": monitoring, "overhead_seconds": time.perf_counter() - t0 - seconds - monitoring,
+                 **self.cost(), "steps": self.steps_taken, "diverged": self.diverged,
+                 "diverged_step": self.diverged_step}
+        if self.diverged:
+            log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
+                        self.diverged_step)
+        log.info("%-8s %s (seed %d): %d steps in %.2f s", "unlearn", facts["method"], seed, self.steps_taken, seconds)
+        return facts, seconds
+
     def unlearn(self, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer], seed: int) -> None:
         """Run the method: the one-shot ``edit`` first, then ``epochs`` epochs of ``passes`` over ``sets``.
 
@@ -273,7 +296,7 @@ class Unlearner(Stage):
         a saliency mask, a noise step), added to the stage's cost: its FLOPs and ``samples`` gradient evaluations
         (samples whose loss it differentiates; 0 for a forward pass). ``fn`` must act only through its result:
         the FLOPs of a new input shape are counted by running it once more, off the clock, with the model's buffers,
-        gradients and random state restored (``mu_lightning.flops``)."""
+        gradients and random state restored (``mu_lightning.stages.flops``)."""
         self.tally.record(fn, args, samples)
         with self.clock.paused():
             self.tally.count(self)

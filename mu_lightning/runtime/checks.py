@@ -18,19 +18,19 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from mu_lightning.api import load_weights
 from mu_lightning.callbacks.configured import check as check_callbacks
 from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.forget import by_class
-from mu_lightning.distributed import SINGLE, check_strategy
 from mu_lightning.errors import ConfigError
 from mu_lightning.files import check_writable
-from mu_lightning.hpo import check_objective
 from mu_lightning.metrics import check_config as check_metric_config
-from mu_lightning.targets import check_targets
-from mu_lightning.threads import check_threads
+from mu_lightning.runtime.distributed import SINGLE, check_strategy
+from mu_lightning.runtime.targets import check_targets
+from mu_lightning.runtime.threads import check_threads
+from mu_lightning.tuning.objective import check_objective
 from mu_lightning.unlearners import BoundaryExpand, CFk, Fisher, Unlearner
 from mu_lightning.unlearners.cf_k import blocks
+from mu_lightning.weights import load_weights
 
 POSITIVE = {"lr", "batch_size", "checkpoint_every"}
 NON_NEGATIVE = {"epochs", "weight_decay", "momentum", "grad_clip"}

@@ -64,3 +64,12 @@ def print_config(cfg: DictConfig) -> None:
     if str(out) and out.is_dir():
         with (out / "config_tree.log").open("w") as f:
             Console(file=f, width=120, color_system=None).print(tree)
+
+
+def to_log_files(text: str) -> None:
+    """``text`` as one INFO line in the log files of the root logger (Hydra's ``train.log``) and nowhere else: for
+    what the console shows already (the result table is printed)."""
+    record = logging.LogRecord(__name__, logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -126,9 +126,9 @@ PROJECT_FUNCTIONS = frozenset({
     "mu_lightning.data.forget.from_file",
     "mu_lightning.data.forget.sequence",
     "mu_lightning.data.poisoned.identified_poison",
-    "mu_lightning.loggers.csv_logger",
-    "mu_lightning.loggers.tensorboard_logger",
-    "mu_lightning.loggers.wandb_logger",
+    "mu_lightning.tracking.loggers.csv_logger",
+    "mu_lightning.tracking.loggers.tensorboard_logger",
+    "mu_lightning.tracking.loggers.wandb_logger",
 })
 FUNCTION_KINDS = "data sources, forget requests and logger factories"
 

@@ -6,8 +6,8 @@ import os
 
 from omegaconf import DictConfig, ListConfig
 
-from mu_lightning.distributed import SINGLE
 from mu_lightning.errors import ConfigError
+from mu_lightning.runtime.distributed import SINGLE
 
 
 def check_threads(cfg: DictConfig) -> None:

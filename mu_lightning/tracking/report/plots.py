@@ -1,12 +1,12 @@
-"""Paper-ready PNG figures of a report Summary (matplotlib's Agg backend: no display needed), and ``summarise``:
-the tables of ``report`` and these figures written for a set of runs.
+"""Paper-ready PNG figures of a report Summary (matplotlib's Agg backend: no display needed).
 
 Every figure has one row of panels per forget setting (dataset / model / forget request), each panel titled with its
 setting and n (runs per method). A method has one colour in every figure (``colours``: its place in the unlearner
-catalogue, ``report.METHODS``); gold, the retrained reference, is black and drawn once per panel, because unlearning
-is judged by closeness to retraining. Error bars are the tables' 95 % Student-t intervals, cut at the bounds of what
-they measure (accuracies in [0, 1], gaps ≥ 0); seconds and speed-ups are ratios on a log axis, so they show the
-geometric mean and the t-interval of the logs, asymmetric and always positive. No error bar with one run.
+catalogue, ``runs.catalogue()``, the files of ``conf/unlearner/``); gold, the retrained reference, is black and
+drawn once per panel, because unlearning is judged by closeness to retraining. Error bars are the tables' 95 %
+Student-t intervals, cut at the bounds of what they measure (accuracies in [0, 1], gaps ≥ 0); seconds and speed-ups
+are ratios on a log axis, so they show the geometric mean and the t-interval of the logs, asymmetric and always
+positive. No error bar with one run.
 """
 
 from __future__ import annotations
@@ -22,8 +22,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 from matplotlib.colors import to_hex  # noqa: E402
 
-from mu_lightning import report  # noqa: E402
-from mu_lightning.report import LEVEL, METHODS, TRAJECTORY, Row, Summary, half_width, read_trajectory  # noqa: E402
+from mu_lightning.tracking.report.runs import (  # noqa: E402
+    LEVEL,
+    TRAJECTORY,
+    Row,
+    Summary,
+    catalogue,
+    half_width,
+    read_trajectory,
+)
 
 GOLD = "#000000"
 SPEED = ("flop_speedup", "speedup", "train_seconds")  # the order reports show cost in
@@ -38,7 +45,7 @@ def colours(labels: Iterable[str]) -> dict[str, str]:
     palette = [to_hex(c) for c in (*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors)]
     extra = [to_hex(c) for c in plt.get_cmap("tab20b").colors]
     labels = set(labels)
-    fixed = {m: palette[i % len(palette)] for i, m in enumerate(METHODS) if m in labels}
+    fixed = {m: palette[i % len(palette)] for i, m in enumerate(catalogue()) if m in labels}
     return {**fixed, **{label: extra[i % len(extra)] for i, label in enumerate(sorted(labels - set(fixed)))}}
 
 
@@ -228,18 +235,3 @@ def _legend(fig) -> None:
             handles.setdefault(label, handle)
     fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8)
 
-
-def summarise(paths: list[str | Path], out: str | Path) -> Summary:
-    """Find runs under ``paths``, write summary.csv, summary.md and the figures into ``out``; the returned summary
-    lists them in ``files`` (``figures``: the PNGs alone)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    found, notes = report.find_runs(paths)
-    summary = report.aggregate(found, notes)
-    marked = report.marks(summary)
-    report.write_csv(summary, marked, out / "summary.csv")
-    figures, skipped = write_all(summary, out)
-    summary.notes.extend(skipped)
-    summary.files = [out / "summary.csv", out / "summary.md", *figures]
-    (out / "summary.md").write_text(report.markdown(summary, marked))
-    return summary

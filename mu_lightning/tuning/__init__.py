@@ -1,0 +1,1 @@
+"""Hyperparameter search: the objective a Hydra sweeper optimises."""
