@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from mu_lightning.errors import ConfigError, RunFault
 from mu_lightning.files import check_dir_overrides
-from mu_lightning.runtime.targets import guard_command_line
+from mu_lightning.runtime.command_line import guard_command_line
 from mu_lightning.tracking import console
 
 log = logging.getLogger("mu_lightning")
@@ -39,7 +39,7 @@ def _guard_run_dirs(entry: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-@guard_command_line  # Hydra acts on its own settings before main runs: check them first (targets.py)
+@guard_command_line  # Hydra acts on its own settings before main runs: check them first (runtime/command_line.py)
 @_guard_run_dirs
 @hydra.main(version_base="1.3", config_path="pkg://mu_lightning.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:

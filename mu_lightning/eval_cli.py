@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning.cli import execute
 from mu_lightning.errors import ConfigError
-from mu_lightning.runtime.targets import exit_on_unsafe_command_line
+from mu_lightning.runtime.command_line import exit_on_unsafe_command_line
 
 # What the command line may change when it evaluates a run again; the rest is the run's own config
 RERUN_OPTIONS = ("metric", "logger", "paths.cache_dir", "threads", "trainer", "extras", "tags")  # none changes a model

@@ -91,7 +91,7 @@ def collect_results(cfg: DictConfig, served: list[RequestResult], started: float
         "stages": final.stages,
         "threads": torch.get_num_threads(),  # CPU threads of this process (the `threads` option)
         "tuning": cfg.get("tuning"),  # "gold-tuned": hyperparameters chosen against gold (hparams_search)
-        "protocol": protocol_choice(),  # "<protocol>/<unlearner>" applied over unlearner:, or None
+        **protocol_record(cfg),  # "<protocol>/<unlearner>" applied over unlearner:, or "general"; the files
         "sizes": final.sizes,
         "dropped_test_classes": final.ctx.data.dropped_test_classes(),  # metric.classwise_test=drop
         "warnings": [w for r in served for w in r.warnings],  # also in the log (docs/metrics.md §9)
@@ -156,6 +156,26 @@ def protocol_choice() -> str | None:
     choice = HydraConfig.get().runtime.choices.get("protocol@unlearner")
     applied = choice and (resources.files("mu_lightning.conf") / "protocol" / f"{choice}.yaml").is_file()
     return choice if applied else None
+
+
+def protocol_record(cfg: DictConfig) -> dict[str, Any]:
+    """Where the unlearner's values came from, for results.json: ``protocol`` is the applied
+    ``"<protocol>/<unlearner>"`` or ``"general"`` (the method's own defaults, ``conf/unlearner/<name>.yaml``, as for
+    data of your own), ``values_from`` the files in the order they were merged, ``command_line`` the ``unlearner.*``
+    overrides given on top. A protocol folder without a file for the method (a preset whose paper has no values for
+    it) falls back to the general values, and says so in the log."""
+    applied = protocol_choice()
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    method, requested = choices.get("unlearner"), choices.get("protocol@unlearner")
+    folder = str(requested).split("/", 1)[0] if requested else None
+    if not applied and folder and (resources.files("mu_lightning.conf") / "protocol" / folder).is_dir():
+        log.info("protocol %s has no values for unlearner=%s (no conf/protocol/%s.yaml): using its general values "
+                 "from conf/unlearner/%s.yaml", folder, method, requested, method)
+    files = [f"conf/unlearner/{method}.yaml"] if method else [f"_target_: {cfg.unlearner.get('_target_')}"]
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return {"protocol": applied or "general",
+            "values_from": files + ([f"conf/protocol/{applied}.yaml"] if applied else []),
+            "command_line": [o for o in overrides if o.lstrip("+~").startswith("unlearner.")]}
 
 
 def _write_ids(path: Path, ids: torch.Tensor) -> None:

@@ -16,8 +16,8 @@ from mu_lightning.data.forget import by_class, random_sample
 from mu_lightning.data.sources import Samples, standardise, synthetic
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import full
-from mu_lightning.models import CNN, MLP
 from mu_lightning.metrics.warnings import accuracy_warnings
+from mu_lightning.models import CNN, MLP
 from mu_lightning.unlearners import SSD, UNSIR, BoundaryShrink, Fisher, GradientAscent, Influence, SalUn
 
 

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from mu_lightning.outputs import protocol_choice
@@ -41,10 +43,31 @@ def unresolved(node) -> dict:
     return OmegaConf.to_container(node, resolve=False)
 
 
-def test_every_preset_has_a_protocol_and_every_protocol_a_file_per_unlearner():
+def test_every_preset_has_a_protocol_whose_files_name_unlearners():
+    """A protocol file is written where a paper gives values for the method; a method without one falls back to its
+    general values (test_a_preset_without_values_for_a_method_falls_back_and_says_so)."""
     assert sorted(p.name for p in (CONF / "protocol").iterdir()) == sorted(PRESETS)
     for protocol in PRESETS:
-        assert sorted(p.stem for p in (CONF / "protocol" / protocol).glob("*.yaml")) == UNLEARNERS, protocol
+        assert {p.stem for p in (CONF / "protocol" / protocol).glob("*.yaml")} <= set(UNLEARNERS), protocol
+
+
+def test_a_preset_without_values_for_a_method_falls_back_and_says_so(tmp_path, caplog):
+    """Hydra's ``optional`` entry skips a missing protocol file: the run records ``general`` and logs why."""
+    import logging
+
+    from mu_lightning.outputs import protocol_record
+
+    with initialize_config_module("mu_lightning.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["unlearner=none", "protocol@unlearner=digits/not_there"],
+                      return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            with caplog.at_level(logging.INFO, logger="mu_lightning.outputs"):
+                record = protocol_record(cfg)
+        finally:
+            HydraConfig.instance().cfg = None
+    assert record == {"protocol": "general", "values_from": ["conf/unlearner/none.yaml"], "command_line": []}
+    assert "protocol digits has no values for unlearner=none" in caplog.text
 
 
 def test_every_preset_selects_its_protocol_last_in_its_defaults():
@@ -99,4 +122,5 @@ def test_every_shipped_value_says_where_it_comes_from(folder):
 
 def test_results_name_the_protocol(run_pipeline):
     assert run_pipeline("dataset=digits", "unlearner=none", fast=False, shared_cache=True)["protocol"] == "digits/none"
-    assert run_pipeline("unlearner=none", out="synthetic", shared_cache=True)["protocol"] is None
+    general = run_pipeline("unlearner=none", out="synthetic", shared_cache=True)
+    assert general["protocol"] == "general" and general["values_from"] == ["conf/unlearner/none.yaml"]

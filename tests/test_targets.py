@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from mu_lightning.errors import ConfigError
-from mu_lightning.runtime.targets import ENV, check_command_line, check_target, check_targets
+from mu_lightning.runtime.command_line import check_command_line
+from mu_lightning.runtime.targets import ENV, check_target, check_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=synthetic", "dataset.source.num_samples=600", "train.epochs=1", "logger=none", "metric=fast"]

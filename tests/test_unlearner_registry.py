@@ -4,6 +4,8 @@ has a config."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -55,9 +57,20 @@ def test_config_instantiates_with_documented_reads(path, base_cfg):
     assert "reads" in (type(unlearner).__doc__ or "").lower(), "the class docstring must say which sets it reads"
 
 
-def test_every_exported_unlearner_has_a_config():
+def method_classes() -> dict[str, type]:
+    """Every ``Unlearner`` subclass defined in a module of the package, by walking its files (not its exports)."""
+    found = {}
+    for module in pkgutil.iter_modules(unlearners.__path__):
+        loaded = importlib.import_module(f"mu_lightning.unlearners.{module.name}")
+        found.update({f"mu_lightning.unlearners.{name}": obj for name, obj in vars(loaded).items()
+                      if isinstance(obj, type) and issubclass(obj, Unlearner) and obj.__module__ == loaded.__name__
+                      and module.name != "base"})  # the bases are no method
+    return found
+
+
+def test_every_unlearner_class_is_exported_and_has_a_config():
     targets = {OmegaConf.load(p)["_target_"] for p in CONFIGS}
-    exported = {f"mu_lightning.unlearners.{name}" for name in unlearners.__all__
-                if isinstance(getattr(unlearners, name), type) and issubclass(getattr(unlearners, name), Unlearner)
-                and getattr(unlearners, name).__module__ != "mu_lightning.unlearners.base"}  # the bases are no method
-    assert exported and not exported - targets, f"exported without a config: {sorted(exported - targets)}"
+    defined = method_classes()
+    assert defined and all(getattr(unlearners, path.rsplit(".", 1)[1]) is cls for path, cls in defined.items())
+    assert not set(defined) - targets, (f"methods without a config: {sorted(set(defined) - targets)}; write "
+                                        "conf/unlearner/<name>.yaml (docs/methods.md, \"Adding a method\")")

@@ -375,7 +375,7 @@ def test_cf_k_trains_only_the_last_k_blocks_and_checks_k():
     model = MLP([1, 8, 8], 10)
     sgd = partial(torch.optim.SGD, lr=0.1)
     assert list(CFk(model, k=1, optimizer=sgd).trainable_parameters()) == list(model[-1].parameters())
-    with pytest.raises(ConfigError, match=r"unlearner.k=4 is out of range: MLP has 3 blocks"):
+    with pytest.raises(ConfigError, match=r"unlearner.k=4 is out of range: model=MLP has 3 blocks"):
         CFk(model, k=4, optimizer=sgd)
 
 

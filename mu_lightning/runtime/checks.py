@@ -16,7 +16,6 @@ import math
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import nn
 
 from mu_lightning.callbacks.configured import check as check_callbacks
 from mu_lightning.data import UnlearningDataModule
@@ -28,21 +27,17 @@ from mu_lightning.runtime.distributed import SINGLE, check_strategy
 from mu_lightning.runtime.targets import check_targets
 from mu_lightning.runtime.threads import check_threads
 from mu_lightning.tuning.objective import check_objective
-from mu_lightning.unlearners import BoundaryExpand, CFk, Fisher, Unlearner
-from mu_lightning.unlearners.cf_k import blocks
+from mu_lightning.unlearners import Unlearner
 from mu_lightning.weights import load_weights
 
+# Options that are not a method's (a method's own options are checked by their ``__init__`` annotations:
+# ``Unlearner.check_option_values``): positive, non-negative, integers, and numbers at all. Every number anywhere in
+# the config must be finite.
 POSITIVE = {"lr", "batch_size", "checkpoint_every"}
 NON_NEGATIVE = {"epochs", "weight_decay", "momentum", "grad_clip"}
-# options that must be integers (never a fraction silently truncated) ...
-INTEGER = {"epochs", "batch_size", "num_samples", "every_n_steps", "seeds", "count", "msteps", "noise_steps",
-           "noise_copies", "noise_batch_size", "repair_epochs", "impair_epochs", "retain_per_class", "k", "padding",
-           "num_entities", "max_epochs", "n_trials", "n_jobs", "checkpoint_every"}
-# ... and those that must be numbers at all; every number anywhere in the config must be finite
-NUMBER = POSITIVE | NON_NEGATIVE | INTEGER | {
-    "alpha", "gamma", "temperature", "retain_fraction", "noise_lr", "mask_ratio", "eps", "damping",
-    "dampening_constant", "selection_weighting", "fraction", "test_fraction", "val_fraction"}
-HEAD_READERS = (Fisher, BoundaryExpand)  # the methods that call Unlearner.last_linear()
+INTEGER = {"epochs", "batch_size", "every_n_steps", "seeds", "count", "padding", "num_entities", "max_epochs",
+           "n_trials", "n_jobs", "checkpoint_every"}
+NUMBER = POSITIVE | NON_NEGATIVE | INTEGER | {"fraction", "test_fraction", "val_fraction"}
 CHECKPOINTS = ("original", "gold", "unlearned")  # <name>.checkpoint: a model made elsewhere
 MAX_SEED = 2**32 - 1  # what torch and numpy generators accept
 PIPELINE_SETS = ("max_epochs", "logger", "callbacks", "default_root_dir")  # Trainer arguments the pipeline passes
@@ -53,6 +48,7 @@ def check_config(cfg: DictConfig) -> None:
     sweep objective, ``threads``, the DDP strategy, the callbacks group and the run directory."""
     check_targets(cfg)  # what each _target_ resolves to, and no switched-off safety (targets.py)
     _check_node(cfg, "")
+    _check_method(cfg)
     check_callbacks(cfg)  # the callbacks group: targets, the stages they name, the keys they monitor
     check_trainer(cfg)
     check_metric_config(cfg.metric)
@@ -60,6 +56,16 @@ def check_config(cfg: DictConfig) -> None:
     check_threads(cfg)
     check_strategy(cfg)
     check_writable(cfg.paths.output_dir, "paths.output_dir", "choose another run directory with hydra.run.dir=...")
+
+
+def _check_method(cfg: DictConfig) -> None:
+    """``unlearner._target_`` is an Unlearner; its options are among the method's and of their annotated types."""
+    unlearner = get_class(cfg.unlearner._target_)
+    if not (isinstance(unlearner, type) and issubclass(unlearner, Unlearner)):
+        raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
+    options = {k: v for k, v in OmegaConf.to_container(cfg.unlearner, resolve=True).items() if not k.startswith("_")}
+    unlearner.check_options(options)
+    unlearner.check_option_values(options)
 
 
 def _check_node(node, path: str) -> None:
@@ -155,21 +161,10 @@ def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
 
 
 def _check_model_fits_method(cfg: DictConfig) -> None:
-    """What the unlearner reads of the model (docs/checkpoints.md, "Your own architecture"): Fisher and Boundary
-    Expand its classifier head, the last ``nn.Linear``, with ``num_classes`` outputs; CF-k and EU-k ``k`` blocks."""
-    method, model = get_class(cfg.unlearner._target_), instantiate(cfg.model)
-    name = f"model={cfg.model._target_.rsplit('.', 1)[-1]}"
-    if issubclass(method, HEAD_READERS):
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not linears or linears[-1].out_features != cfg.dataset.num_classes:
-            found = f"its last nn.Linear has {linears[-1].out_features} outputs" if linears else "it has no nn.Linear"
-            raise ConfigError(f"unlearner={method.__name__} reads the classifier head, the model's last nn.Linear with "
-                              f"dataset.num_classes={cfg.dataset.num_classes} outputs, but in {name} {found}")
-    if issubclass(method, CFk):
-        k, found = cfg.unlearner.get("k", 1), len(blocks(model))
-        if isinstance(k, int) and not 1 <= k <= found:
-            raise ConfigError(f"unlearner.k={k} is out of range: {name} has {found} blocks (top-level children with "
-                              f"parameters), so k must be an integer with 1 <= k <= {found}")
+    """What the unlearner reads of the model, as the method declares it (``Unlearner.check_model``)."""
+    method = get_class(cfg.unlearner._target_)
+    options = OmegaConf.to_container(cfg.unlearner, resolve=True)
+    method.check_model(instantiate(cfg.model), int(cfg.dataset.num_classes), options)
 
 
 def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule) -> None:
@@ -216,9 +211,6 @@ def _check_test_split(cfg: DictConfig, data: UnlearningDataModule) -> None:
 
 def _check_requests(cfg: DictConfig, data: UnlearningDataModule) -> None:
     unlearner = get_class(cfg.unlearner._target_)
-    if not (isinstance(unlearner, type) and issubclass(unlearner, Unlearner)):
-        raise ConfigError(f"unlearner._target_={cfg.unlearner._target_} is not an Unlearner subclass")
-    unlearner.check_options([k for k in cfg.unlearner if not str(k).startswith("_")])
     y = data.samples.y
     for k, selector in enumerate(data.selectors):
         view = data.request(k)

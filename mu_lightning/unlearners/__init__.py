@@ -1,48 +1,26 @@
 """Unlearning methods, one short file each; ``conf/unlearner/<name>.yaml`` selects one by ``_target_``.
 
-``base.py`` holds what they build on (``Unlearner``, ``OneShotUnlearner``, ``Pass``) and the steps to add one.
+``base.py`` holds what they build on (``Unlearner``, ``OneShotUnlearner``, ``Pass``); docs/methods.md, "Adding a
+method", says how to add one. Every ``Unlearner`` subclass defined in a module of this package is exported here by
+its class name, found by walking the package: a new method file needs no line in this one.
 """
 
-from mu_lightning.unlearners.amnesiac import Amnesiac
-from mu_lightning.unlearners.bad_teacher import BadTeacher
-from mu_lightning.unlearners.base import OneShotUnlearner, Pass, Unlearner
-from mu_lightning.unlearners.boundary_expand import BoundaryExpand
-from mu_lightning.unlearners.boundary_shrink import BoundaryShrink
-from mu_lightning.unlearners.cf_k import CFk
-from mu_lightning.unlearners.eu_k import EUk
-from mu_lightning.unlearners.finetune import Finetune
-from mu_lightning.unlearners.fisher import Fisher
-from mu_lightning.unlearners.gradient_ascent import GradientAscent
-from mu_lightning.unlearners.influence import Influence
-from mu_lightning.unlearners.l1_sparse import L1Sparse
-from mu_lightning.unlearners.neggrad_plus import NegGradPlus
-from mu_lightning.unlearners.none import NoUnlearning
-from mu_lightning.unlearners.random_label import RandomLabel
-from mu_lightning.unlearners.salun import SalUn
-from mu_lightning.unlearners.scrub import SCRUB
-from mu_lightning.unlearners.ssd import SSD
-from mu_lightning.unlearners.unsir import UNSIR
+import importlib
+import pkgutil
 
-__all__ = [
-    "Amnesiac",
-    "BadTeacher",
-    "BoundaryExpand",
-    "BoundaryShrink",
-    "CFk",
-    "EUk",
-    "Finetune",
-    "Fisher",
-    "GradientAscent",
-    "Influence",
-    "L1Sparse",
-    "NegGradPlus",
-    "NoUnlearning",
-    "OneShotUnlearner",
-    "Pass",
-    "RandomLabel",
-    "SalUn",
-    "SCRUB",
-    "SSD",
-    "UNSIR",
-    "Unlearner",
-]
+from mu_lightning.unlearners.base import OneShotUnlearner as OneShotUnlearner
+from mu_lightning.unlearners.base import Pass as Pass
+from mu_lightning.unlearners.base import Unlearner
+
+
+def _methods() -> dict[str, type]:
+    found = {}
+    for module in pkgutil.iter_modules(__path__):
+        loaded = importlib.import_module(f"{__name__}.{module.name}")
+        found.update({name: obj for name, obj in vars(loaded).items() if isinstance(obj, type)
+                      and issubclass(obj, Unlearner) and obj.__module__ == loaded.__name__})
+    return found
+
+
+globals().update(_methods())
+__all__ = sorted({"OneShotUnlearner", "Pass", "Unlearner", *_methods()})

@@ -29,6 +29,8 @@ import inspect
 import logging
 import math
 import time
+import types
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,24 @@ log = logging.getLogger(__name__)
 Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 LOSS_BLOWUP = (10.0, 50.0)  # a finite loss exploded: |loss| > max(10 × |first loss|, 50 nats) (docs/metrics.md §9)
 TRAIN_MODES = ("train", "eval")  # the mode the model trains in (``train_mode``)
+KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _plain_types(annotation: Any) -> tuple[type, ...]:
+    """The plain types an annotation allows (``float | None`` gives float and NoneType); () if it allows others."""
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
+        annotation,)
+    plain = tuple(a for a in args if a in (int, float, bool, str, type(None)))
+    return plain if len(plain) == len(args) else ()
+
+
+def _is_of(value: Any, kind: type) -> bool:
+    """YAML's view: a float option takes an integer too; a bool is no number and a number no bool."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 @dataclass(frozen=True)
@@ -181,6 +201,34 @@ class Unlearner(Stage):
             raise ConfigError(f"{listed} {'is not an option' if len(unknown) == 1 else 'are not options'} of "
                               f"{cls.__name__} (its options: {', '.join(cls.options()) or 'none'})")
 
+    @classmethod
+    def option_types(cls) -> dict[str, Any]:
+        """Each option's annotation from the ``__init__`` that declares it (``int``, ``float | None``, ...)."""
+        found: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if "__init__" in vars(klass) and issubclass(klass, Unlearner):
+                hints = typing.get_type_hints(vars(klass)["__init__"])
+                found.update({k: v for k, v in hints.items() if k in cls.options()})
+        return found
+
+    @classmethod
+    def check_option_values(cls, values: dict[str, Any]) -> None:
+        """Raise ConfigError for an option whose value is not of its annotated type: an ``int`` option given 1.5 (or
+        True), a ``float`` option given text, a ``bool`` option given a number. Unannotated options are not checked."""
+        types = cls.option_types()
+        for key, value in values.items():
+            allowed = _plain_types(types.get(key))
+            if allowed and not any(_is_of(value, kind) for kind in allowed):
+                names = " or ".join("null" if kind is type(None) else KIND_NAMES.get(kind, kind.__name__)
+                                    for kind in allowed)
+                raise ConfigError(f"unlearner.{key}={value!r} is not allowed: {cls.__name__}'s {key} takes {names}")
+
+    @classmethod
+    def check_model(cls, model: nn.Module, num_classes: int, options: dict[str, Any]) -> None:
+        """Raise ConfigError if the method cannot work on ``model`` (a network for ``num_classes`` classes) with
+        ``options``; called before any training. A method that reads part of the model (its head, its blocks)
+        says so here; the default accepts any model."""
+
     @property
     def frozen_original(self) -> nn.Module:
         """M as the method received it, in eval mode and without gradients."""
@@ -308,6 +356,17 @@ class Unlearner(Stage):
         if not linears:
             raise TypeError(f"{type(self).__name__} needs a model whose classifier head is an nn.Linear")
         return linears[-1]
+
+    @classmethod
+    def check_head(cls, model: nn.Module, num_classes: int) -> None:
+        """``check_model`` of a method that reads the classifier head (``last_linear``): the model's last
+        ``nn.Linear`` must exist and have ``num_classes`` outputs (docs/checkpoints.md, "Your own architecture")."""
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears or linears[-1].out_features != num_classes:
+            found = f"its last nn.Linear has {linears[-1].out_features} outputs" if linears else "it has no nn.Linear"
+            raise ConfigError(f"unlearner={cls.__name__} reads the classifier head, the model's last nn.Linear with "
+                              f"dataset.num_classes={num_classes} outputs, but in model={type(model).__name__} "
+                              f"{found}")
 
     def per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{name: [n, *shape]}``: the gradient of CE(f(x_i), y_i) for each sample, in eval mode (torch.func vmap).

@@ -19,6 +19,10 @@ class BoundaryExpand(Unlearner):
 
     reads = ("forget",)
 
+    @classmethod
+    def check_model(cls, model, num_classes, options):
+        cls.check_head(model, num_classes)
+
     def __init__(self, model, **kwargs):
         super().__init__(model, **kwargs)
         self.shadow = nn.Linear(self.last_linear().in_features, 1)  # a new row of the widened head, default init

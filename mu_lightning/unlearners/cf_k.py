@@ -32,12 +32,18 @@ class CFk(Unlearner):
 
     reads = ("retain",)
 
+    @classmethod
+    def check_model(cls, model, num_classes, options):
+        """``k`` blocks must exist (``blocks``: top-level children with parameters)."""
+        k, found = options.get("k", 1), len(blocks(model))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= found:
+            raise ConfigError(f"unlearner.k={k!r} is out of range: model={type(model).__name__} has {found} blocks "
+                              f"(top-level children with parameters), so k must be an integer with 1 <= k <= {found}")
+
     def __init__(self, model, k: int = 1, train_head: bool = True, **train):
         super().__init__(model, **train)
+        self.check_model(model, 0, {"k": k})
         found = blocks(model)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(found):
-            raise ConfigError(f"unlearner.k={k!r} is out of range: {type(model).__name__} has {len(found)} blocks, "
-                              f"so k must be an integer with 1 <= k <= {len(found)}")
         if k == 1 and not train_head:
             raise ConfigError("unlearner.k=1 with unlearner.train_head=false leaves nothing to train: the last "
                               "block is the head; use k >= 2 or train_head=true")

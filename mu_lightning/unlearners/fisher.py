@@ -16,6 +16,10 @@ class Fisher(OneShotUnlearner):
 
     reads = ("retain",)
 
+    @classmethod
+    def check_model(cls, model, num_classes, options):
+        cls.check_head(model, num_classes)
+
     def __init__(self, model, alpha: float = 1e-6, **kwargs):
         super().__init__(model, **kwargs)
         self.alpha = float(alpha)
