@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mu_lightning.configurable import configurable
 from mu_lightning.errors import ConfigError
 
 ID_LINE = re.compile(r"[0-9]{1,18}")  # one sample id: ASCII digits, small enough for int64
@@ -39,6 +40,7 @@ def how_many(n: int, fraction: float | None, count: int | None, unit: str) -> in
     return k
 
 
+@configurable
 def random_sample(
     train_ids: torch.Tensor, labels: torch.Tensor, fraction: float | None = 0.1, count: int | None = None,
     seed: int = 0,
@@ -50,6 +52,7 @@ def random_sample(
     return train_ids[torch.randperm(n, generator=gen)[:k]].sort().values
 
 
+@configurable
 def by_class(train_ids: torch.Tensor, labels: torch.Tensor, classes: list[int] | int = 0) -> torch.Tensor:
     """Every training sample whose label is in ``classes`` (class-wise forgetting)."""
     wanted = [classes] if isinstance(classes, int) else list(classes)
@@ -64,6 +67,7 @@ def by_class(train_ids: torch.Tensor, labels: torch.Tensor, classes: list[int] |
     return train_ids[torch.isin(labels, torch.tensor(wanted))].sort().values
 
 
+@configurable
 def from_file(train_ids: torch.Tensor, labels: torch.Tensor, path: str | None = None) -> torch.Tensor:
     """Sample ids read from a text file, one integer per line (the format of a run's ``forget_ids.txt``)."""
     if not path:
@@ -97,6 +101,7 @@ def from_file(train_ids: torch.Tensor, labels: torch.Tensor, path: str | None = 
     return ids_t.sort().values
 
 
+@configurable
 def by_entity(
     train_ids: torch.Tensor, labels: torch.Tensor, *, groups: torch.Tensor | None,
     entities: list[int] | int | None = None, fraction: float | None = 0.1, count: int | None = None, seed: int = 0,
@@ -132,6 +137,7 @@ def by_entity(
     return forget.sort().values
 
 
+@configurable
 def by_subclass(
     train_ids: torch.Tensor, labels: torch.Tensor, *, fine_labels: torch.Tensor | None,
     fine_names: tuple[str, ...] | None = None, subclasses: list[int | str] | int | str | None = None,
@@ -171,6 +177,7 @@ def by_subclass(
     return forget.sort().values
 
 
+@configurable
 def sequence(requests: list | None = None) -> list[Callable]:
     """One selector per request, for several requests served one after another (``forget=sequential``).
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import torch
 
+from mu_lightning.configurable import configurable
 from mu_lightning.errors import ConfigError
 
 
+@configurable
 def identified_poison(
     train_ids: torch.Tensor, labels: torch.Tensor, *, poison_ids: torch.Tensor | None = None,
     identified: float | None = 1.0, count: int | None = None, seed: int = 0,

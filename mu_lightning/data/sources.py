@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mu_lightning.configurable import configurable
 from mu_lightning.errors import ConfigError
 
 
@@ -65,6 +66,7 @@ def assign_entities(num_samples: int, num_entities: int | None, seed: int = 0) -
     return group
 
 
+@configurable
 def digits(num_entities: int | None = 100, entity_seed: int = 0) -> Samples:
     """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), pixels scaled to [0, 1]."""
     from sklearn.datasets import load_digits
@@ -75,6 +77,7 @@ def digits(num_entities: int | None = 100, entity_seed: int = 0) -> Samples:
                    group=assign_entities(len(x), num_entities, entity_seed))
 
 
+@configurable
 def synthetic(
     num_samples: int = 2000,
     input_shape: tuple[int, ...] = (1, 8, 8),

@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mu_lightning.configurable import configurable
 from mu_lightning.data.sources import Samples, assign_entities, standardise
 from mu_lightning.errors import ConfigError
 
 KEYS = ("x", "y", "group", "split", "fine")
 
 
+@configurable
 def tensor_file(path: str | None, input_shape: list[int] | None = None, num_classes: int | None = None,
                 normalize: bool = False, num_entities: int | None = None, entity_seed: int = 0) -> Samples:
     """Read and check a user's file. ``num_entities`` assigns seeded entities when the file has no ``group``."""

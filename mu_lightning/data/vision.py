@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mu_lightning.configurable import configurable
 from mu_lightning.data.archives import RemoteFile, locate
 from mu_lightning.data.sources import Samples, assign_entities, standardise
 from mu_lightning.errors import ConfigError
@@ -47,18 +48,21 @@ SVHN_MD5 = {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373", "test_32x32.m
             "extra_32x32.mat": "a93ce644f1a588dc4d68dda5feec44a7"}
 
 
+@configurable
 def mnist(data_dir: str, download: bool = False, normalize: bool = True, num_entities: int | None = None,
           entity_seed: int = 0) -> Samples:
     """MNIST: 60,000 + 10,000 handwritten digits, 1×28×28, 10 classes."""
     return _idx_dataset("mnist", MNIST_URLS, data_dir, download, normalize, num_entities, entity_seed)
 
 
+@configurable
 def fashion_mnist(data_dir: str, download: bool = False, normalize: bool = True, num_entities: int | None = None,
                   entity_seed: int = 0) -> Samples:
     """Fashion-MNIST: 60,000 + 10,000 clothing images, 1×28×28, 10 classes, in MNIST's format."""
     return _idx_dataset("fashion_mnist", FASHION_URLS, data_dir, download, normalize, num_entities, entity_seed)
 
 
+@configurable
 def cifar10(data_dir: str, download: bool = False, normalize: bool = True, num_entities: int | None = None,
             entity_seed: int = 0) -> Samples:
     """CIFAR-10: 50,000 + 10,000 colour images, 3×32×32, 10 classes, from ``cifar-10-python.tar.gz``."""
@@ -72,6 +76,7 @@ def cifar10(data_dir: str, download: bool = False, normalize: bool = True, num_e
     return _samples(path, x, y, split, normalize, num_entities, entity_seed)
 
 
+@configurable
 def cifar100(data_dir: str, download: bool = False, label: str = "fine", normalize: bool = True,
              num_entities: int | None = None, entity_seed: int = 0) -> Samples:
     """CIFAR-100: 50,000 + 10,000 colour images, 3×32×32, from ``cifar-100-python.tar.gz``.
@@ -102,6 +107,7 @@ def cifar100(data_dir: str, download: bool = False, label: str = "fine", normali
                     fine=torch.tensor(fine, dtype=torch.int64), fine_names=tuple(fine_names))
 
 
+@configurable
 def svhn(data_dir: str, download: bool = False, extra: bool = False, normalize: bool = True,
          num_entities: int | None = None, entity_seed: int = 0) -> Samples:
     """SVHN: 73,257 + 26,032 house-number digits, 3×32×32, 10 classes; ``extra`` adds 531,131 easier training images.

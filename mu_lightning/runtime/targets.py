@@ -17,8 +17,8 @@ How a target is checked (``check_targets``):
    anything else is refused before it is imported, so a config never imports a module outside those packages;
 2. it is resolved exactly as Hydra resolves it (``hydra._internal.utils._locate``);
 3. the object must be a class or a function, and ``obj.__module__ + "." + obj.__qualname__`` must be on the list
-   (``KINDS``: a class defined in one of the kind's packages that subclasses one of its bases; ``PROJECT_FUNCTIONS``:
-   exact names);
+   (``KINDS``: a class defined in one of the kind's packages that subclasses one of its bases; a function of the
+   data or logger packages that carries the ``@configurable`` mark, ``mu_lightning/configurable.py``);
 4. the path must name the object canonically: ``module.qualname`` itself, or a re-export by a package above that
    module (``torch.optim.SGD``, ``mu_lightning.unlearners.SCRUB``); ``mu_lightning.unlearners.base.torch.optim.SGD``
    is refused with the canonical name to use.
@@ -48,6 +48,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from mu_lightning.configurable import PACKAGES as FUNCTION_PACKAGES
+from mu_lightning.configurable import is_configurable
 from mu_lightning.errors import ConfigError
 
 ENV = "MU_LIGHTNING_ALLOW"
@@ -94,28 +96,6 @@ KINDS: tuple[Kind, ...] = (
     Kind("Optuna samplers", ("optuna.samplers",), ("optuna.samplers:BaseSampler",)),
 )
 
-# The project's functions that configs name (by module + qualified name); a function is never allowed by its module
-# alone, since the same modules hold helpers no config should call.
-PROJECT_FUNCTIONS = frozenset({
-    "mu_lightning.data.sources.digits",
-    "mu_lightning.data.sources.synthetic",
-    "mu_lightning.data.vision.mnist",
-    "mu_lightning.data.vision.fashion_mnist",
-    "mu_lightning.data.vision.cifar10",
-    "mu_lightning.data.vision.cifar100",
-    "mu_lightning.data.vision.svhn",
-    "mu_lightning.data.tensor_file.tensor_file",
-    "mu_lightning.data.forget.random_sample",
-    "mu_lightning.data.forget.by_class",
-    "mu_lightning.data.forget.by_entity",
-    "mu_lightning.data.forget.by_subclass",
-    "mu_lightning.data.forget.from_file",
-    "mu_lightning.data.forget.sequence",
-    "mu_lightning.data.poisoned.identified_poison",
-    "mu_lightning.tracking.loggers.csv_logger",
-    "mu_lightning.tracking.loggers.tensorboard_logger",
-    "mu_lightning.tracking.loggers.wandb_logger",
-})
 FUNCTION_KINDS = "data sources, forget requests and logger factories"
 
 # `class` and `()` in Hydra's logging configs: logging.config.dictConfig calls what they name
@@ -305,8 +285,8 @@ class _Walker:
                               f"{_hint()}")
         if any(_dunder(part) for part in path.split(".")):
             raise ConfigError(f"{shown} is not allowed: it reaches a __dunder__ attribute {_hint()}")
-        roots = tuple(p for k in kinds for p in k.packages) + (
-            tuple(sorted({f.rsplit(".", 1)[0] for f in PROJECT_FUNCTIONS})) if functions else ()) + self.allow.roots
+        roots = tuple(p for k in kinds for p in k.packages) + (FUNCTION_PACKAGES if functions else ()) + \
+            self.allow.roots
         if not _under(path, roots):
             raise ConfigError(f"{shown} is not allowed: it lies outside the modules configs may import from "
                               f"{_hint()}")
@@ -315,8 +295,8 @@ class _Walker:
                 or not isinstance(getattr(obj, "__module__", None), str):
             raise ConfigError(f"{shown} is not allowed: it names {_describe(obj)}, not a class or function {_hint()}")
         canonical = f"{obj.__module__}.{obj.__qualname__}"
-        listed = (any(k.admits(obj) for k in kinds) or (functions and canonical in PROJECT_FUNCTIONS
-                                                        and isinstance(obj, FunctionType)))
+        listed = (any(k.admits(obj) for k in kinds) or (functions and _under(canonical, FUNCTION_PACKAGES)
+                                                        and is_configurable(obj) and isinstance(obj, FunctionType)))
         if not listed and not self.allow.admits(path, obj):
             what = "class" if isinstance(obj, type) else "function"
             raise ConfigError(f"{shown} is not allowed: it names {canonical}, which is not a {what} configs may name "

@@ -17,12 +17,14 @@ from typing import TypeVar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from omegaconf import OmegaConf
 
+from mu_lightning.configurable import configurable
 from mu_lightning.tracking.naming import StageRun, default_group
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@configurable
 def csv_logger(run: StageRun, save_dir: str, name: str = "csv") -> CSVLogger:
     """``<save_dir>/<name>/<stage>/metrics.csv``, and the stage's config in ``hparams.yaml`` beside it."""
     logger = CSVLogger(save_dir=save_dir, name=name, version=run.stage)
@@ -42,6 +44,7 @@ class _StageTensorBoard(TensorBoardLogger):
             self.save()
 
 
+@configurable
 def tensorboard_logger(run: StageRun, save_dir: str, name: str = "tensorboard") -> TensorBoardLogger:
     """``<save_dir>/<name>/<stage>/events.out.tfevents.*``, with the stage's config as text (``config``) and as
     hyperparameters (``hparams.yaml``; ``log_final`` adds the final metrics, which fills the HParams tab).
@@ -55,6 +58,7 @@ def tensorboard_logger(run: StageRun, save_dir: str, name: str = "tensorboard") 
     return logger
 
 
+@configurable
 def wandb_logger(run: StageRun, save_dir: str, project: str, group: str | None = None, mode: str | None = None,
                  init_timeout: float = 15.0, log_checkpoints: bool = False) -> Logger:
     """A W&B run per stage: ``job_type`` = the stage, ``group`` = the sweep (or the single run), name, config and

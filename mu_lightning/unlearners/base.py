@@ -1,25 +1,6 @@
 """The base of every unlearning method: turns M into M_u from the sets it reads, never seeing the gold model.
 
-To add a method ``<name>``:
-
-1. Write ``mu_lightning/unlearners/<name>.py`` with one class: a subclass of ``Unlearner`` for a method that
-   trains, of ``OneShotUnlearner`` for one that edits the weights once. Its docstring names the paper and says
-   which sets it reads (``Reads: ...``); ``reads`` declares them (split names: ``("forget", "retain")``, ...).
-2. Its ``__init__`` takes the method's hyperparameters as keyword arguments with the paper's defaults and passes
-   ``**kwargs`` on to the base (a training method's ``epochs``, ``batch_size``, ``optimizer``, ``scheduler`` and
-   ``grad_clip``; a one-shot method's ``batch_size``). These parameters are the method's config options: any other
-   key in its config is a ConfigError that lists them.
-3. A training method defines ``passes(epoch)``, what epoch ``epoch`` passes over (a tuple of ``Pass``), and
-   ``loss(batch)``, the loss of one optimizer step on ``batch = {set name: (x, y)}``. A one-shot method defines
-   ``edit(data)``. Optional: ``edit(data)`` before training too (a mask, a re-initialisation); ``sets(data, seed)``
-   to pass over sets built from the data (relabelled, mixed, noise) instead of the ``reads`` splits;
-   ``needs_frozen_original = True`` for ``self.frozen_original``; the ``check_request(data)`` classmethod to refuse
-   a forget request the method cannot serve before anything is trained.
-4. Export the class from ``mu_lightning/unlearners/__init__.py``.
-5. Write ``conf/unlearner/<name>.yaml``: a first line ``# <method> (<paper>): python train.py unlearner=<name>``,
-   ``_target_: mu_lightning.unlearners.<Class>`` and its options, saying which defaults are the paper's.
-6. Give it a row in ``tests/test_unlearners.py`` (``CATALOGUE``, which fails for a config without one) and in the
-   README's unlearner table.
+Adding a method is its file here, its config and one test row: docs/methods.md, "Adding a method".
 """
 
 from __future__ import annotations
@@ -144,8 +125,8 @@ def reinitialise(module: nn.Module) -> nn.Module:
 
 
 class Unlearner(Stage):
-    """Base class of every unlearning method (``conf/unlearner/<name>.yaml`` names a subclass); see this module's
-    docstring for the steps to add one.
+    """Base class of every unlearning method (``conf/unlearner/<name>.yaml`` names a subclass); docs/methods.md,
+    "Adding a method", has the steps to add one.
 
     ``unlearn`` runs ``edit(data)`` and then ``epochs`` epochs of training, each made of ``passes(epoch)`` over
     ``sets(data, seed)`` with one optimizer step on ``loss(batch)`` per batch. ``model`` already holds M's weights
