@@ -137,7 +137,8 @@ def runs(kind: str) -> list:
 def test_every_config_has_an_entry():
     configs = {p.stem for p in CONFIGS}
     assert configs == set(CATALOGUE), (f"configs without an entry: {sorted(configs - set(CATALOGUE))}; "
-                                       f"entries without a config: {sorted(set(CATALOGUE) - configs)}")
+                                       f"entries without a config: {sorted(set(CATALOGUE) - configs)}; follow "
+                                       "docs/methods.md, \"Adding a method\" (step 3: one test row)")
 
 
 @pytest.fixture(scope="module")

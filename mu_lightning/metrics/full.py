@@ -19,7 +19,6 @@ from mu_lightning.metrics.relearn import relearn_steps
 
 RANDOM_INIT = "random_init"  # the randomly initialised network ZRF compares with
 INCOMPETENT = "incompetent_teacher"  # Bad Teacher's own random teacher, when the pipeline registers it
-ZRF_ON = ("forget", "heldout")  # metric.zrf.on: D_f, or held-out samples of the forgotten classes
 
 
 def other_golds(ctx: EvalContext) -> list[str]:
