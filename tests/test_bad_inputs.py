@@ -42,6 +42,12 @@ CASES = {
     "string_lr": (["train.optimizer.lr=fast"], r"train.optimizer.lr='fast' is not a number: .* takes a number"),
     "list_batch_size": (["train.batch_size=[32,64]"], r"train.batch_size=\[32, 64\] is not a number: .*an integer"),
     "fractional_epochs": (["train.epochs=2.5"], r"train.epochs=2.5 is not allowed: train.epochs takes an integer"),
+    "fractional_method_option": (["unlearner=scrub", "unlearner.msteps=1.5"],
+                                 r"unlearner.msteps=1.5 is not allowed: SCRUB's msteps takes an integer"),
+    "text_method_option": (["unlearner=salun", "unlearner.mask_ratio=half"],
+                           r"unlearner.mask_ratio='half' is not allowed: SalUn's mask_ratio takes a number"),
+    "number_for_a_switch": (["unlearner=salun", "unlearner.soft=1"],
+                            r"unlearner.soft=1 is not allowed: SalUn's soft takes true or false"),
     "negative_seed": (["seed=-1"], r"seed=-1 is out of range: seeds are integers from 0 to 4294967295"),
     "string_split_seed": (["dataset.split_seed=abc"], r"dataset.split_seed='abc' is not a number: .* takes a seed"),
     "empty_test_split": (["dataset.test_fraction=0"], r"the test split is empty: dataset.test_fraction=0 gives it 0 "

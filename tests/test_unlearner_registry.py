@@ -74,3 +74,13 @@ def test_every_unlearner_class_is_exported_and_has_a_config():
     assert defined and all(getattr(unlearners, path.rsplit(".", 1)[1]) is cls for path, cls in defined.items())
     assert not set(defined) - targets, (f"methods without a config: {sorted(set(defined) - targets)}; write "
                                         "conf/unlearner/<name>.yaml (docs/methods.md, \"Adding a method\")")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_option_has_a_type_so_no_value_goes_unchecked(path):
+    """Option types come from the ``__init__`` annotations (``Unlearner.check_option_values``): an unannotated
+    option would accept any value silently."""
+    cls = getattr(unlearners, OmegaConf.load(path)["_target_"].rsplit(".", 1)[1])
+    untyped = [o for o in cls.options() if o not in cls.option_types()]
+    assert not untyped, (f"{cls.__name__}: annotate {untyped} in __init__ (docs/methods.md, \"Adding a method\")")
+

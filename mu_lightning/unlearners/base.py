@@ -33,6 +33,7 @@ Batch = dict[str, tuple[torch.Tensor, torch.Tensor]]
 LOSS_BLOWUP = (10.0, 50.0)  # a finite loss exploded: |loss| > max(10 × |first loss|, 50 nats) (docs/metrics.md §9)
 TRAIN_MODES = ("train", "eval")  # the mode the model trains in (``train_mode``)
 KIND_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+SEARCH = "search"  # the config key that holds a method's search space (docs/methods.md, "Tuning on your data")
 
 
 def _plain_types(annotation: Any) -> tuple[type, ...]:
@@ -124,7 +125,16 @@ def reinitialise(module: nn.Module) -> nn.Module:
     return module
 
 
-class Unlearner(Stage):
+class _Method(type(Stage)):
+    """Calls a method's class without ``search``: that key of ``conf/unlearner/<name>.yaml`` is the method's search
+    space for ``hparams_search`` (``mu_lightning.tuning.search``), not an option, so a config instantiates as it is."""
+
+    def __call__(cls, *args, **kwargs):
+        kwargs.pop(SEARCH, None)
+        return super().__call__(*args, **kwargs)
+
+
+class Unlearner(Stage, metaclass=_Method):
     """Base class of every unlearning method (``conf/unlearner/<name>.yaml`` names a subclass); docs/methods.md,
     "Adding a method", has the steps to add one.
 
@@ -143,7 +153,9 @@ class Unlearner(Stage):
         cls.check_options(kwargs.keys() - {"model"})  # here, before any __init__ of the chain sees them
         return super().__new__(cls)
 
-    def __init__(self, model: nn.Module, epochs: int = 1, batch_size: int = 64, optimizer=None, scheduler=None,
+    def __init__(self, model: nn.Module, epochs: int = 1, batch_size: int = 64,
+                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
                  grad_clip: float | None = None, augment: bool = True, train_mode: str = "train"):
         if epochs > 0 and optimizer is None:
             raise ValueError(f"{type(self).__name__} trains for {epochs} epochs and needs an optimizer")
@@ -176,7 +188,7 @@ class Unlearner(Stage):
     @classmethod
     def check_options(cls, keys) -> None:
         """Raise ConfigError naming the keys that are not among the method's ``options()``."""
-        unknown = sorted(set(keys) - set(cls.options()))
+        unknown = sorted(set(keys) - set(cls.options()) - {SEARCH})
         if unknown:
             listed = ", ".join(f"unlearner.{k}" for k in unknown)
             raise ConfigError(f"{listed} {'is not an option' if len(unknown) == 1 else 'are not options'} of "
