@@ -69,7 +69,8 @@ def unlearner_config(method: str, hyperparameters: dict[str, Any]) -> DictConfig
     merged over it, checked like the command line checks it: its targets, then its option names."""
     with initialize_config_module("mu_lightning.conf", version_base="1.3"):
         try:
-            cfg = compose("config", overrides=[f"unlearner={method}", "~protocol@unlearner"])  # the paper's values
+            # the paper's values; the caller's tensors are no dataset's pixels: nothing declares a pixel range
+            cfg = compose("config", overrides=[f"unlearner={method}", "~protocol@unlearner", "dataset=tensor_file"])
         except Exception as err:  # noqa: BLE001 - Hydra's MissingConfigException and its relatives
             raise ConfigError(f"method={method!r} is not a registered unlearner ({type(err).__name__}: "
                               f"{str(err).splitlines()[0]})") from None

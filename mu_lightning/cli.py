@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mu_lightning.errors import ConfigError, RunFault
-from mu_lightning.files import check_dir_overrides
+from mu_lightning.files import check_dir_overrides, lock_run_dir, unlock_run_dir
 from mu_lightning.runtime.command_line import guard_command_line
 from mu_lightning.tracking import console
 
@@ -31,12 +32,26 @@ def _guard_run_dirs(entry: Callable[..., Any]) -> Callable[..., Any]:
         if not args and not kwargs:
             try:
                 check_dir_overrides(sys.argv[1:])
+                _lock_given_run_dir(sys.argv[1:])
             except ConfigError as err:
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
         return entry(*args, **kwargs)
 
     return guarded
+
+
+def _lock_given_run_dir(argv: list[str]) -> None:
+    """A single run into ``hydra.run.dir=D`` takes D's lock before Hydra writes its .hydra/ and log there."""
+    given = [a.partition("=")[2].strip("'\"") for a in argv if a.lstrip("+").startswith("hydra.run.dir=")]
+    jobless = any(a.startswith("-") and not a.startswith(("--config-dir", "--config-name", "-cd", "-cn")) for a in argv)
+    if given and "${" not in given[-1] and not jobless and _primary():
+        lock_run_dir(given[-1])
+
+
+def _primary() -> bool:
+    """This process is the one that writes the run's files (not a DDP rank > 0 or another SLURM task)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID"))
 
 
 @guard_command_line  # Hydra acts on its own settings before main runs: check them first (runtime/command_line.py)
@@ -54,8 +69,10 @@ def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None 
     from mu_lightning.runtime import distributed
     from mu_lightning.tuning import objective as hpo
 
-    ok, interrupted = False, _watch_ctrl_c()
+    ok, interrupted, run_dir = False, _watch_ctrl_c(), HydraConfig.get().runtime.output_dir
     try:
+        if _primary():
+            lock_run_dir(run_dir)  # one run per run directory (files.py)
         console.label_job_logs()  # sweep jobs: "#3 finetune" before each log line
         console.show_config(cfg)  # extras.print_config
         results = run(prepare(cfg) if prepare else cfg)  # None on DDP ranks > 0
@@ -63,32 +80,39 @@ def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None 
         return hpo.objective_value(cfg, results)
     except BaseException as err:  # noqa: BLE001 - Lightning turns Ctrl-C into SystemExit(1); sorted out below
         code = _exit_code(err, interrupted, distributed.rank_lost(err))
-        if code is None or (code != 130 and HydraConfig.get().mode == RunMode.MULTIRUN):
+        if code is None or (code not in INTERRUPTED.values() and HydraConfig.get().mode == RunMode.MULTIRUN):
             raise  # not ours to word; in a sweep Hydra records the failed job and the sweep goes on with the others
         sys.exit(code)
     finally:
         distributed.finish(ok)  # DDP: end this job's process group so a sweep's next job starts fresh ranks
+        unlock_run_dir(run_dir)
 
 
-def _watch_ctrl_c() -> list[bool]:
-    """A list that gets an entry when Ctrl-C (SIGINT) arrives; the interrupt itself goes on as usual."""
-    seen: list[bool] = []
+def _watch_ctrl_c() -> list[str]:
+    """A list that gets the signal's name when Ctrl-C (SIGINT) or SIGTERM (``kill``, a scheduler ending the job)
+    arrives; both then interrupt the run as Ctrl-C does."""
+    seen: list[str] = []
 
     def note(signum, frame):
-        seen.append(True)
+        seen.append(signal.Signals(signum).name)
         signal.default_int_handler(signum, frame)
 
-    signal.signal(signal.SIGINT, note)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, note)
     return seen
 
 
-def _exit_code(err: BaseException, interrupted: list[bool], rank_lost: bool) -> int | None:
-    """Log the one-paragraph message for ``err`` and return the exit code (2 bad input, 1 fault, 130 Ctrl-C); None
-    for an error that is not a known kind (its traceback is the message)."""
+INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}  # exit codes: 128 + the signal's number
+
+
+def _exit_code(err: BaseException, interrupted: list[str], rank_lost: bool) -> int | None:
+    """Log the one-paragraph message for ``err`` and return the exit code (2 bad input, 1 fault, 130 Ctrl-C, 143
+    SIGTERM); None for an error that is not a known kind (its traceback is the message)."""
     if interrupted or isinstance(err, KeyboardInterrupt):
-        log.error("error: interrupted (Ctrl-C): no results.json was written; stage-cache entries already stored "
-                  "stay valid and the stage that was training was not stored")
-        return 130
+        name = interrupted[0] if interrupted else "SIGINT"
+        log.error("error: interrupted (%s): no results.json was written; stage-cache entries already stored "
+                  "stay valid and the stage that was training was not stored", "Ctrl-C" if name == "SIGINT" else name)
+        return INTERRUPTED[name]
     if isinstance(err, ConfigError | RunFault):
         log.error("error: %s", err)
         return 2 if isinstance(err, ConfigError) else 1

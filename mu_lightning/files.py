@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,23 @@ RUN_OUTPUTS = ("results.json", "logits.pt", "unlearned.pt", "*ids*.txt", "csv", 
                "lightning_logs", "previous")
 
 
+# the files results.json records the SHA-256 of (``files``): eval.py run_dir= checks they belong together
+RECORDED = ("unlearned.pt", "logits.pt", "*ids*.txt")
+
+
+def run_digests(run_dir: str | os.PathLike) -> dict[str, str]:
+    """``{file name: SHA-256}`` of the ``RECORDED`` files in ``run_dir``."""
+    root = Path(run_dir)
+    return {p.name: file_digest(p) for p in sorted({p for pattern in RECORDED for p in root.glob(pattern)})
+            if p.is_file()}
+
+
+def mismatched_files(run_dir: str | os.PathLike, recorded: dict[str, str]) -> list[str]:
+    """The ``RECORDED`` files of ``run_dir`` that differ from ``recorded`` (missing, changed, or not recorded)."""
+    found = run_digests(run_dir)
+    return sorted(name for name in {*found, *recorded} if found.get(name) != recorded.get(name))
+
+
 def set_aside_previous(run_dir: str | os.PathLike) -> Path | None:
     """Move an earlier run's outputs in ``run_dir`` into ``run_dir/previous/`` (an older ``previous/`` moves inside
     the new one, so nothing is deleted); the new run then never sits beside files of another. Returns the folder,
@@ -77,6 +95,39 @@ def set_aside_previous(run_dir: str | os.PathLike) -> Path | None:
         shutil.move(str(path), str(staging / path.name))
     staging.replace(root / "previous")
     return root / "previous"
+
+
+RUN_LOCK = ".run.lock"  # one run per run directory at a time; its side file .run.lock.holder names the holder
+_held: dict[str, Any] = {}  # run directory -> the FileLock this process holds on it
+
+
+def lock_run_dir(run_dir: str | os.PathLike) -> None:
+    """Hold ``run_dir``'s lock until ``unlock_run_dir`` (or the process ends); a ConfigError when another process
+    holds it. Taking it again in the same process is a no-op."""
+    from filelock import FileLock, Timeout
+
+    root = Path(run_dir).resolve()
+    if str(root) in _held:
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    lock, holder = FileLock(str(root / RUN_LOCK)), root / f"{RUN_LOCK}.holder"
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = holder.read_text().strip() or "another process"
+        except OSError:
+            who = "another process"
+        raise ConfigError(f"hydra.run.dir={run_dir} is in use by another run ({who}): two runs in one directory "
+                          "would mix their files; wait for it to end or choose another directory") from None
+    holder.write_text(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+    _held[str(root)] = lock
+
+
+def unlock_run_dir(run_dir: str | os.PathLike) -> None:
+    lock = _held.pop(str(Path(run_dir).resolve()), None)
+    if lock is not None:
+        lock.release()
 
 
 def check_dir_overrides(argv: list[str]) -> None:

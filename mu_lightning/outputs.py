@@ -19,12 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mu_lightning.data import UnlearningDataModule
-from mu_lightning.files import atomic_write
+from mu_lightning.files import atomic_write, run_digests
 from mu_lightning.metrics import EvalContext
 from mu_lightning.metrics.corrective import TABLE_COLUMNS
 from mu_lightning.runtime import distributed
+from mu_lightning.runtime.threads import threads_record
 from mu_lightning.tracking import console, extras
 from mu_lightning.tracking.naming import run_title
+from mu_lightning.tuning.objective import selection
 
 log = logging.getLogger(__name__)
 PACKAGES = ("mu_lightning", "torch", "lightning", "hydra-core", "omegaconf", "torchmetrics", "wandb", "scikit-learn")
@@ -89,8 +91,10 @@ def collect_results(cfg: DictConfig, served: list[RequestResult], started: float
         "metrics": final.metrics,
         "seconds": {**final.seconds, "total": time.perf_counter() - started},
         "stages": final.stages,
-        "threads": torch.get_num_threads(),  # CPU threads of this process (the `threads` option)
+        **threads_record(),  # CPU threads of this process and why that many (`threads`, runtime/threads.py)
         "tuning": cfg.get("tuning"),  # "gold-tuned": hyperparameters chosen against gold (hparams_search)
+        "selection": selection(cfg.get("objective")),  # a search's: "oracle" (reads gold), "gold-free", or None
+        "objective": cfg.get("objective"),  # the metric it selects by
         **protocol_record(cfg),  # "<protocol>/<unlearner>" applied over unlearner:, or "general"; the files
         "sizes": final.sizes,
         "dropped_test_classes": final.ctx.data.dropped_test_classes(),  # metric.classwise_test=drop
@@ -117,6 +121,7 @@ def save_outputs(cfg: DictConfig, ctx: EvalContext, results: dict[str, Any], log
 def write_results(cfg: DictConfig, results: dict[str, Any], served: list[RequestResult]) -> None:
     """``results.json``, written last and atomically, so its presence means the run completed; then the tables."""
     out, n = Path(cfg.paths.output_dir), len(served)
+    results["files"] = run_digests(out)  # the run's own files, by SHA-256: eval.py run_dir= checks them
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=2).encode()))
     for k, request in enumerate(served):
         if n > 1:

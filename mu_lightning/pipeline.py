@@ -22,10 +22,12 @@ from mu_lightning.callbacks import configured
 from mu_lightning.callbacks.monitor import StageMonitor
 from mu_lightning.callbacks.progress import StageProgressBar
 from mu_lightning.data import UnlearningDataModule
+from mu_lightning.data.batches import training_device
+from mu_lightning.ensembles import Ensembles, Scores, with_scores
 from mu_lightning.errors import ConfigError, RunFault
 from mu_lightning.files import set_aside_previous
 from mu_lightning.metrics import EvalContext, evaluate
-from mu_lightning.metrics.warnings import accuracy_warnings, unchanged_warning
+from mu_lightning.metrics.warnings import run_warnings, unchanged_warning
 from mu_lightning.outputs import (
     RequestResult,
     StageResult,
@@ -37,8 +39,9 @@ from mu_lightning.outputs import (
 )
 from mu_lightning.runtime import debug, distributed
 from mu_lightning.runtime.checks import check_config, check_data, check_poison
-from mu_lightning.runtime.threads import cpu_threads
+from mu_lightning.runtime.threads import apply_threads
 from mu_lightning.stages import ClassifierModule
+from mu_lightning.stages.base import flop_limit
 from mu_lightning.stages.classifier import resumable
 from mu_lightning.stages.timing import calibration, gold_timing
 from mu_lightning.tracking import loggers as logger_factories
@@ -78,7 +81,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         gold.facts["timing"] = gold_timing(gold.facts, lambda v=view: time_gold_recipe(cfg, v, cfg.seed))
         with stage_loggers(cfg, f"unlearn{label}", cfg.seed) as loggers:  # M_u's training, the request's metrics
             # the unlearner sees D_f and D_r, never M_g; the stage's monitors get M_g as a reference line
-            unlearned = unlearned_model(cfg, view, start, cfg.unlearn_seed, loggers, f"unlearn{label}", gold.model)
+            unlearned = unlearned_model(cfg, view, start, cfg.unlearn_seed, loggers, f"unlearn{label}", gold.model,
+                                        gold.facts.get("flops"))
             stages = {**references, "gold": gold, "unlearn": unlearned}
             request = evaluated(cfg, view, cache, label, start, stages, loggers, more_to_train=not last)
             if request is None or (last and not distributed.is_main()):
@@ -98,8 +102,7 @@ def start_up(cfg: DictConfig) -> None:
     quiet_lightning()
     debug.apply_epochs(cfg)  # debug.epochs: before the checks, so they see the epochs that will run
     check_config(cfg)
-    if threads := cpu_threads(cfg):
-        torch.set_num_threads(threads)
+    apply_threads(cfg)  # one thread for small training steps, else the cores shared (threads.py)
     distributed.launch(cfg)
     if distributed.is_main() and (moved := set_aside_previous(cfg.paths.output_dir)):
         log.warning("%s held an earlier run's outputs: moved them to %s", cfg.paths.output_dir, moved)
@@ -110,14 +113,19 @@ def build_data(cfg: DictConfig) -> UnlearningDataModule:
     request(s) drawn from train, checked against the config, the unlearner and the model."""
     poison = _instantiate(cfg.get("poison"))
     check_poison(cfg, poison)
-    data = UnlearningDataModule(
-        source=debug.limited(_instantiate(cfg.dataset.source), cfg), forget=_instantiate(cfg.forget),
+    source = debug.limited(_instantiate(cfg.dataset.source), cfg)
+    make = lambda forget: UnlearningDataModule(  # noqa: E731 - forget=memorized scores D split as this run splits it
+        source=source, forget=forget,
         test_fraction=cfg.dataset.test_fraction, val_fraction=cfg.dataset.val_fraction,
         split_seed=cfg.dataset.split_seed, augment=_instantiate(cfg.dataset.get("augment")), poison=poison,
         classwise_test=cfg.metric.get("classwise_test", "keep"),
     )
+    data = make(with_scores(_instantiate(cfg.forget), Scores(cfg, make, lambda: run_ensembles(cfg, StageCache(
+        cfg.paths.cache_dir, enabled=cfg.cache, shapes=_shapes(_build_model(cfg)))))))
     data.setup()
     check_data(cfg, data)
+    if OmegaConf.select(cfg, "data_path.on_device", default=False):  # trainer=gpu: held on the device once
+        data.hold_on(training_device(cfg.trainer), OmegaConf.select(cfg, "data_path.channels_last", default=False))
     return data
 
 
@@ -210,10 +218,12 @@ def checkpoint_stage(cfg: DictConfig, stage: str) -> StageResult:
 
 
 def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, start: torch.nn.Module, seed: int,
-                    loggers: list, stage: str = "unlearn", gold: torch.nn.Module | None = None) -> StageResult:
+                    loggers: list, stage: str = "unlearn", gold: torch.nn.Module | None = None,
+                    gold_flops: int | None = None) -> StageResult:
     """M_u from a copy of ``start`` (M, or the previous request's M_u) by the configured unlearner, with unlearning
     seed ``seed``; the stage's monitors (``StageMonitor`` callbacks) watch it, measuring ``gold`` as their reference,
-    and their time is not its time.
+    and their time is not its time. ``budget.flops`` limits its FLOPs to that fraction of ``gold_flops``, the gold
+    model's training FLOPs (``Stage``, "Budget"; its ``budget`` fact).
     ``unlearned.checkpoint`` replaces it by the given weights (eval.py: ``checkpoint_stage``)."""
     if OmegaConf.select(cfg, "unlearned.checkpoint"):
         return checkpoint_stage(cfg, "unlearn")
@@ -225,12 +235,29 @@ def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, start: torch.nn
         with isolate_rng():
             unlearner.initial_weights = _build_model(cfg, cfg.seed).state_dict()
     callbacks, monitors = stage_callbacks(cfg, stage, unlearner, data, gold)
+    fraction = OmegaConf.select(cfg, "budget.flops")  # None: no budget (or a config from before budgets)
+    limit = None if fraction is None else flop_limit(fraction, gold_flops)
     facts, seconds = unlearner.run(data, lambda epochs: _trainer(cfg, epochs, loggers, callbacks, stage), seed,
-                                   monitors)
+                                   monitors, limit)
     facts["warnings"] = [*unlearner.warnings,
                          *(unchanged_warning(facts["method"], start, unlearner.model) if unlearner.reads else [])]
+    if limit is not None:
+        facts["budget"] = unlearner.budget_facts(fraction, gold_flops)
+        log_budget(facts)
     teacher = getattr(unlearner, "incompetent_teacher", None)  # Bad Teacher's: ZRF's random model in compat mode
     return StageResult(unlearner.model, facts, seconds, {"incompetent_teacher": teacher} if teacher is not None else {})
+
+
+def log_budget(facts: dict[str, Any]) -> None:
+    """What the budget did (``facts["budget"]``, ``Stage.budget_facts``) in the log, and a warning in
+    ``facts["warnings"]`` when the method's one-shot work alone went over it."""
+    budget, stop = facts["budget"], facts["budget"]["stopped_at_step"]
+    if budget["over_budget"]:
+        facts["warnings"].append(f"{facts['method']}'s one-shot work spent {budget['spent_fraction']:.4g}× the gold "
+                                 f"model's training FLOPs, over budget.flops={budget['flops_fraction']:g}: it runs "
+                                 "whole (docs/metrics.md §5)")
+    log.info("%-8s %g × gold FLOPs: %s; spent %.4g × gold", "budget", budget["flops_fraction"], "not reached"
+             if stop is None else f"stopped after {stop} of {budget['planned_steps']} steps", budget["spent_fraction"])
 
 
 def stage_callbacks(cfg: DictConfig, stage: str, module, data: UnlearningDataModule,
@@ -260,8 +287,10 @@ def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, la
                 **{name: stage.model for name, stage in stages.items()}}, data=data,
         stages={name: stage.facts for name, stage in stages.items()}, seconds=seconds, cfg=cfg.metric,
         gold=lambda seed: trained_model(cfg, data, cache, "gold", seed, label).model,
-        unlearned=lambda seed: unlearned_model(cfg, data, start, seed, []).model,
+        unlearned=lambda seed: unlearned_model(cfg, data, start, seed, [],
+                                               gold_flops=stages["gold"].facts.get("flops")).model,
         fresh_model=lambda seed: _build_model(cfg, seed),
+        ensembles=run_ensembles(cfg, cache, stages["gold"].facts.get("flops")),
     )
     if not distributed.join_evaluation(cfg.metric, more_to_train=more_to_train):
         return None
@@ -271,11 +300,18 @@ def evaluated(cfg: DictConfig, data: UnlearningDataModule, cache: StageCache, la
     # an unknown (None) number is not logged: a model made elsewhere
     logger_factories.log_final(loggers, {k: v for k, v in logged.items() if v is not None},
                                step=ctx.stages["unlearn"]["steps"] or 0)
-    warned = [*ctx.stages["unlearn"].get("warnings", []), *accuracy_warnings(metrics, data.num_classes)]
-    warned = [f"{label.lstrip('_')}: {w}" if label else w for w in warned]
+    warned = [f"{label.lstrip('_')}: {w}" if label else w for w in run_warnings(ctx, metrics)]
     for warning in warned:
         log.warning("warning  %s", warning)
     return RequestResult(metrics, seconds, ctx.stages, {s: len(ids) for s, ids in data.ids.items()}, ctx, warned)
+
+
+def run_ensembles(cfg: DictConfig, cache: StageCache, gold_flops: int | None = None) -> Ensembles:
+    """Ensembles of this recipe (``ensembles.py``): members keyed and trained as stages alone are, unlearned as M is."""
+    return Ensembles(cfg, cache, lambda d, stage, seed: stage_key(cfg, d, stage, seed),
+                     lambda d, stage, seed, key: _train(cfg, d, stage, seed, "", key, cache.work_dir(stage, key)),
+                     lambda seed: _build_model(cfg, seed),
+                     lambda d, start, seed: unlearned_model(cfg, d, start, seed, [], gold_flops=gold_flops).model)
 
 
 def quiet_lightning() -> None:
@@ -302,7 +338,8 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
 def _build_model(cfg: DictConfig, seed: int | None = None) -> torch.nn.Module:
     if seed is not None:
         L.seed_everything(seed, workers=True, verbose=False)
-    return instantiate(cfg.model)
+    model = instantiate(cfg.model)  # channels-last: trainer=gpu (conf/trainer/gpu.yaml, data_path)
+    return model.to(memory_format=torch.channels_last) if OmegaConf.select(cfg, "data_path.channels_last") else model
 
 
 def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int, label: str, key: str,
@@ -321,7 +358,7 @@ def _train(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int, l
         if resume_from:
             log.info("%-8s resuming from %s", stage, resume_from)
         _trainer(cfg, module.epochs, loggers, callbacks, name).fit(module, train_dataloaders=module.chunks(batches),
-                                                                   ckpt_path=resume_from)
+                                                                   ckpt_path=resume_from, weights_only=True)
         if module.diverged:
             raise RunFault(f"training the {stage} model diverged at step {module.diverged_step} (a non-finite "
                            f"loss): lower train.optimizer.lr (now {cfg.train.optimizer.get('lr')}) or set "

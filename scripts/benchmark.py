@@ -7,14 +7,18 @@
 Sections: 1 framework overhead (Lightning stage vs a plain PyTorch loop doing the same work), 2 end-to-end wall time
 of `python train.py`, 3 sweep cost (originals/golds trained, cache-hit time), 4 unlearning efficiency (FLOP
 speed-up over gold retraining, then the comparable wall-clock speed-up, and Avg. Gap; every unlearner, class-wise and
-random 10%), 5 evaluation cost (fast-tier metrics as a share of stage time). Ratios are medians over interleaved
-pairs, so machine load affects both sides alike.
+random 10%), 5 evaluation cost (fast-tier metrics as a share of stage time); threads and load (scripts/bench_load.py):
+6 where a second intra-op thread starts to pay (model × batch, idle and beside a CPU-burning process), 7 the default
+`python train.py` beside a CPU-burning process against alone, and against a plain PyTorch script in both conditions,
+8 training samples per second of each stage on this machine's device. Ratios are medians over interleaved pairs or
+rounds, so machine load affects both sides alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -26,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench_load  # noqa: E402 - sections 6-8, after the path is set
 
 
 def overhead(repeats: int) -> list[dict]:
@@ -198,11 +205,15 @@ def method_table(table: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", type=int, nargs="*", default=[1, 2, 3, 4], help="sections (4 includes 5)")
+    parser.add_argument("--only", type=int, nargs="*", default=[1, 2, 3, 4, 6, 7, 8], help="sections (4 includes 5)")
     parser.add_argument("--repeats", type=int, default=5, help="pairs per overhead ratio (at least 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of sections 6 and 7")
+    parser.add_argument("--throughput", nargs="*", default=None,
+                        help="train.py overrides of section 8 (default: the default run, and trainer=gpu if a GPU is "
+                             "visible)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement here")
     args = parser.parse_args()
-    rows, table = [], []
+    rows, table, loaded = [], [], {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if 1 in args.only:
@@ -214,12 +225,36 @@ def main() -> None:
         if 4 in args.only:
             more, table = efficiency(tmp)
             rows += more
+        loaded = threads_and_load(args, tmp, rows)
     print(markdown(rows))
     if table:
         print("\nUnlearning efficiency on digits (MLP), one seed:\n")
         print(method_table(table))
+    if loaded.get("crossover"):
+        print(f"\nOne training step, median ms, 1 and 2 torch threads ({os.cpu_count()} cores):\n")
+        print(bench_load.crossover_table(loaded["crossover"]))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "methods": table}, indent=1, default=str))
+        args.json.write_text(json.dumps({"rows": rows, "methods": table, **loaded}, indent=1, default=str))
+
+
+def threads_and_load(args: argparse.Namespace, tmp: Path, rows: list[dict]) -> dict:
+    """Sections 6–8 (scripts/bench_load.py), appended to ``rows``; their raw numbers."""
+    raw: dict = {"load_average_before": os.getloadavg()}
+    if 6 in args.only:
+        more, raw["crossover"] = bench_load.thread_crossover(max(args.rounds, 3))
+        rows += more
+    if 7 in args.only:
+        more, raw["default_under_load"] = bench_load.default_under_load(max(args.rounds, 3))
+        rows += more
+    if 8 in args.only:
+        import torch
+
+        runs = [args.throughput] if args.throughput is not None else [[]] + (
+            [["trainer=gpu"]] if torch.cuda.is_available() else [])
+        for overrides in runs:
+            rows += bench_load.samples_per_second(tmp, *overrides)
+    raw["load_average_after"] = os.getloadavg()
+    return raw
 
 
 if __name__ == "__main__":

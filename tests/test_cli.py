@@ -44,3 +44,53 @@ def test_unknown_option_lists_the_choices(tmp_path):
     out = train(tmp_path, "unlearner=finetun")
     assert out.returncode != 0
     assert "finetun" in out.stderr and "gradient_ascent" in out.stderr and "finetune" in out.stderr
+
+
+def test_a_run_directory_in_use_by_another_run_is_refused_before_hydra_writes_there(tmp_path):
+    """Issue 24: two runs started into one run directory both exited 0, one's results lost, logs mixed."""
+    from filelock import FileLock
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".run.lock.holder").write_text("pid 1 on host elsewhere\n")
+    with FileLock(str(run_dir / ".run.lock")):
+        out = train(tmp_path, *SMALL, f"hydra.run.dir={run_dir}", timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2 and "Traceback" not in text, text[-2000:]
+    assert f"error: hydra.run.dir={run_dir} is in use by another run (pid 1 on host elsewhere)" in text
+    assert sorted(p.name for p in run_dir.iterdir()) == [".run.lock", ".run.lock.holder"]  # nothing of Hydra's
+
+
+def test_the_lock_of_a_run_directory_is_taken_once_per_process_and_released(tmp_path):
+    from mu_lightning.files import lock_run_dir, unlock_run_dir
+
+    lock_run_dir(tmp_path / "run")
+    lock_run_dir(tmp_path / "run")  # the guard, then execute: the same process
+    probe = subprocess.run([sys.executable, "-c", "from mu_lightning.files import lock_run_dir; import sys; "
+                            "lock_run_dir(sys.argv[1])", str(tmp_path / "run")], capture_output=True, text=True,
+                           cwd=ROOT)
+    assert probe.returncode != 0 and "is in use by another run (pid" in probe.stderr
+    unlock_run_dir(tmp_path / "run")
+    lock_run_dir(tmp_path / "run")
+    unlock_run_dir(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "train.py", "dataset=synthetic", "dataset.source.num_samples=6000",
+                             "logger=none", "unlearner=none", "train.epochs=30", f"paths.cache_dir={cache}",
+                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("original-*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, text[-2000:]
+    assert "error: interrupted (SIGTERM): no results.json was written" in text and "Traceback" not in text
+    assert not (tmp_path / "run" / "results.json").exists() and not list(cache.glob("*.json"))

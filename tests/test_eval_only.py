@@ -42,15 +42,73 @@ def test_eval_py_needs_a_model_or_a_run(tmp_path):
 def test_a_run_without_its_unlearned_weights_says_to_keep_them(tmp_path):
     cfg = compose_cfg(tmp_path, ["unlearner=none"])
     run(cfg)
-    (tmp_path / "run" / ".hydra").mkdir()
-    (tmp_path / "run" / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     with open_dict(cfg):
-        cfg.run_dir = str(tmp_path / "run")
+        cfg.run_dir, cfg.paths.output_dir = str(tmp_path / "run"), str(tmp_path / "run" / "eval_fast")
     with pytest.raises(ConfigError, match=r"has no unlearned.pt: .* run it again with save_unlearned=true"):
         rerun_config(cfg, ["run_dir", "metric"])
     (tmp_path / "run" / "unlearned.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"^seed cannot be changed when evaluating run_dir="):
         rerun_config(cfg, ["run_dir", "seed"])
+
+
+@pytest.fixture
+def saved_run(tmp_path):
+    """A completed run with its unlearned weights, and the eval.py config that evaluates it again."""
+    cfg = compose_cfg(tmp_path, ["unlearner=gradient_ascent", "save_unlearned=true", "train.epochs=2"])
+    run(cfg)
+    again = compose_cfg(tmp_path, ["unlearner=gradient_ascent", "train.epochs=2"])
+    with open_dict(again):
+        again.run_dir, again.paths.output_dir = str(tmp_path / "run"), str(tmp_path / "run" / "eval_full")
+    return tmp_path / "run", cfg, again
+
+
+def test_eval_reads_the_config_its_results_json_recorded_not_hydras_copy(saved_run):
+    """A failed rerun rewrote .hydra/config.yaml while the old outputs stayed: the old model was scored on another
+    forget set (issue 24)."""
+    run_dir, cfg, again = saved_run
+    (run_dir / ".hydra").mkdir()
+    other = cfg.copy()
+    other.forget.fraction, other.seed = 0.5, 7
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(other))
+    config = rerun_config(again, ["run_dir", "metric"])
+    assert config.forget.fraction == cfg.forget.fraction and config.seed == cfg.seed
+    assert config.unlearned.checkpoint == str(run_dir / "unlearned.pt")
+    assert config.paths.output_dir == str(run_dir / "eval_full")  # every path of the run moved to the eval's
+
+
+def test_a_run_directory_mixing_two_runs_files_is_refused(saved_run, tmp_path):
+    run_dir, _, again = saved_run
+    (run_dir / "forget_ids.txt").write_text("1\n2\n")
+    with pytest.raises(ConfigError, match=r"mixes files of different runs: forget_ids.txt is not the one its "):
+        rerun_config(again, ["run_dir", "metric"])
+    (run_dir / "forget_ids.txt").unlink()
+    with pytest.raises(ConfigError, match=r"forget_ids.txt"):
+        rerun_config(again, ["run_dir", "metric"])
+
+
+def test_eval_refuses_overrides_that_change_a_stage_cache_key(saved_run):
+    run_dir, _, again = saved_run
+    with open_dict(again):
+        again.trainer.max_steps = 3
+    with pytest.raises(ConfigError, match=r"^trainer.max_steps cannot be changed when evaluating run_dir=.*cache "
+                                          "keys"):
+        rerun_config(again, ["run_dir", "metric", "trainer.max_steps"])
+    with open_dict(again):
+        del again.trainer.max_steps
+        again.trainer.enable_progress_bar = False
+    assert rerun_config(again, ["run_dir", "trainer.enable_progress_bar"]).trainer.enable_progress_bar is False
+
+
+def test_eval_never_writes_into_the_run_it_scores(saved_run):
+    run_dir, _, again = saved_run
+    with open_dict(again):
+        again.paths.output_dir = str(run_dir)
+    with pytest.raises(ConfigError, match=r"^hydra.run.dir=.* is the run being evaluated"):
+        rerun_config(again, ["run_dir", "hydra.run.dir"])
+    out = subprocess.run([sys.executable, "eval.py", f"run_dir={run_dir}", f"hydra.run.dir={run_dir}"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "is the run being evaluated" in out.stderr, out.stderr[-2000:]
+    assert not (run_dir / ".hydra").exists() and not (run_dir / "previous").exists()
 
 
 @pytest.mark.slow

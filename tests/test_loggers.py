@@ -222,3 +222,25 @@ def test_checkpoint_artifact_holds_the_three_models(run_pipeline, tmp_path):
     assert artifact.type == "model" and set(artifact.manifest.entries) == {"original.pt", "gold.pt", "unlearn.pt"}
     records = wandb_runs(tmp_path / "run")["unlearn"]
     assert any(r.WhichOneof("record_type") == "artifact" and r.artifact.type == "model" for r in records)
+
+
+def test_wandb_with_the_full_tier_on_a_fresh_cache_keeps_each_stage_in_its_own_run(run_pipeline, tmp_path):
+    """Issue 24: the full tier's extra gold seeds, trained while the unlearn stage's W&B run was open, finished that
+    run (W&B "run is finished" after all the training, no results.json) and logged their curves into it."""
+    results = run_pipeline("logger=wandb", "metric=full", "metric.seeds=2", "train.epochs=2", "unlearner.epochs=1")
+    assert results["metrics"]["unlearn/ks_pvalue"] is not None
+    runs = wandb_runs(tmp_path / "run")
+    assert {"original", "gold", "gold_seed1", "unlearn"} <= set(runs), set(runs)
+    assert all(_exit_code(records) == 0 for records in runs.values())
+    assert set(results["metrics"]) <= _keys(runs["unlearn"], "summary")
+    assert "train_loss" in _keys(runs["gold_seed1"], "history") | _keys(runs["gold_seed1"], "summary")
+    assert "train_loss" not in _keys(runs["unlearn"], "history")  # finetune logs its own loss under another key
+
+
+def test_common_wandb_options_reach_wandb_init(tmp_path):
+    run = loggers.wandb_logger(stage("unlearn"), save_dir=str(tmp_path), project="test", mode="offline",
+                               entity="my-team", notes="first try", tags=["mine"], config={"note": 1})
+    loggers.close([run], ok=True)
+    (start,) = [r.run for r in wandb_records(tmp_path) if r.WhichOneof("record_type") == "run"]
+    assert start.entity == "my-team" and start.notes == "first try" and "mine" in start.tags
+    assert "note" in {i.key for i in start.config.update}

@@ -81,8 +81,8 @@ def test_a_sweep_evaluates_the_same_original_and_gold_once_per_process(run_pipel
     numbers as computing them afresh; another forget set or metric config computes them again."""
     CACHE.clear()
     calls = []
-    real = mia.mia_efficacy
-    monkeypatch.setattr(mia, "mia_efficacy", lambda *a: calls.append(1) or real(*a))
+    real = mia.svc_attack
+    monkeypatch.setattr(mia, "svc_attack", lambda *a: calls.append(1) or real(*a))
     run = lambda *o: run_pipeline("callbacks.forget_retain=null", *o, shared_cache=True)  # noqa: E731
 
     first = run("unlearner=finetune")

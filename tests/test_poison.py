@@ -170,6 +170,35 @@ def test_bad_settings_for_the_data_are_config_errors(poison, message):
         poison(x, y, train)
 
 
+FEATURES = r"poison=badnets stamps a square patch on images.*samples have shape \[20\] \(dataset.input_shape\)"
+
+
+def test_badnets_refuses_feature_vectors_and_stamps_images_without_a_channel():
+    """1-D samples have no H×W for a patch: one ConfigError line naming their shape and what badnets needs (not an
+    IndexError, nor a patch stamped across N samples); [N, H, W] images without a channel axis are stamped."""
+    x, y = torch.rand(40, 20), torch.arange(40) % 4
+    with pytest.raises(ConfigError, match=FEATURES) as raised:
+        BadNets(share=0.1)(x, y)
+    assert "\n" not in str(raised.value) and "[C, H, W] or [H, W]" in str(raised.value)
+    with pytest.raises(ConfigError, match=FEATURES):
+        BadNets().check_fits(4, (20,))  # what the pipeline checks from dataset.input_shape before loading the data
+    px, _, ids = BadNets(share=0.1, patch_size=2, value=5.0)(torch.zeros(40, 8, 8), y)
+    assert (px[ids, 6:, 6:] == 5.0).all() and px.sum() == 5.0 * 4 * len(ids)
+
+
+def test_badnets_on_a_tensor_file_of_features_stops_before_training(tmp_path):
+    from mu_lightning.pipeline import run
+    from tests.helpers import compose_cfg
+
+    torch.save({"x": torch.randn(300, 20), "y": torch.arange(300) % 3}, tmp_path / "features.pt")
+    cfg = compose_cfg(tmp_path, ["dataset=tensor_file", f"dataset.path={tmp_path / 'features.pt'}",
+                                 "dataset.input_shape=[20]", "dataset.num_classes=3", "poison=badnets",
+                                 "forget=poisoned"], fast=False)
+    with pytest.raises(ConfigError, match=FEATURES) as raised:
+        run(cfg)
+    assert "\n" not in str(raised.value) and not (tmp_path / "run" / "results.json").exists()
+
+
 # ---- forget=poisoned ----------------------------------------------------------------------------------------------
 
 def test_poisoned_request_takes_a_seeded_share_of_the_manipulated_samples():

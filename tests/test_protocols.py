@@ -82,11 +82,16 @@ def test_every_preset_selects_its_protocol_last_in_its_defaults():
 @pytest.mark.parametrize("protocol", [pytest.param(p, marks=[pytest.mark.slow] if p.endswith("random10") else [])
                                       for p in PRESETS])
 def test_every_unlearner_of_a_preset_gets_its_protocol_values(tmp_path, protocol):
-    """Composed as ``python train.py <preset> unlearner=<u>`` would: the choice names the file, the file exists
-    (``optional`` would hide a missing one), it sets every option of conf/unlearner/<u>.yaml, and each of its values is
-    the one the run gets."""
+    """Composed as ``python train.py <preset> unlearner=<u>`` would: where the protocol has a file for the method,
+    the choice names it, it sets every option of conf/unlearner/<u>.yaml, and each of its values is the one the run
+    gets; where it has none, the run gets the general values (and records ``general``)."""
     for unlearner in UNLEARNERS:
         cfg = compose_cfg(tmp_path, [*PRESETS[protocol], f"unlearner={unlearner}"], fast=False)
+        if not (CONF / "protocol" / protocol / f"{unlearner}.yaml").exists():
+            assert protocol_choice() is None
+            general = leaves(unresolved(OmegaConf.load(CONF / "unlearner" / f"{unlearner}.yaml")))
+            assert {k: leaves(unresolved(cfg.unlearner))[k] for k in general} == general, (protocol, unlearner)
+            continue
         assert protocol_choice() == f"{protocol}/{unlearner}"
         shipped = unresolved(OmegaConf.load(CONF / "protocol" / protocol / f"{unlearner}.yaml"))
         defaults = unresolved(OmegaConf.load(CONF / "unlearner" / f"{unlearner}.yaml"))

@@ -10,6 +10,7 @@ D_r, and the gold model 0.0 on D_f (it never saw a 3, so it never predicts one).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -161,7 +162,8 @@ def test_config_builds_what_its_entry_says(path, base_cfg):
     assert isinstance(method, OneShotUnlearner) == (spec.kind == "one-shot") == (method.epochs == 0)
     assert tuple(method.reads) == spec.reads and set(method.reads) <= set(SPLITS)
     assert "reads" in (type(method).__doc__ or "").lower(), "the class docstring must say which sets it reads"
-    assert set(node) - {"_target_"} <= set(method.options()), "every key of the config is an option of the method"
+    # search: the method's search space (docs/methods.md, "Tuning on your data"), not an option
+    assert set(node) - {"_target_", "search"} <= set(method.options()), "every key of the config is an option"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -449,6 +451,55 @@ def test_unsir_noise_mode_decides_whether_m_statistics_follow_the_noise(mode, mo
         UNSIR(CNN([1, 8, 8], 10), noise_mode="test", optimizer=partial(torch.optim.Adam, lr=1e-3))
 
 
+@pytest.mark.parametrize(("per_copy", "kept"), [(3, 3), (None, 8)])
+def test_unsir_impair_set_holds_noise_per_copy_images_of_each_noise(per_copy, kept):
+    """Both references put 3 images of each noise batch in the impair set per copy (their loader loops over
+    ``batch[0].size(0)``, one image's channels): noise_copies copies of the first noise_per_copy noise images;
+    null puts every noise image."""
+    data = forget_class_data()
+    torch.manual_seed(0)
+    method = UNSIR(MLP([1, 8, 8], 10, hidden=[16]), noise_batch_size=8, noise_steps=1, noise_copies=5,
+                   noise_per_copy=per_copy, retain_per_class=4, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    method.edit(data)
+    batches = list(method.sets(data, 0)["impair"])
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    noise, rows = method.noise[3], x[y == 3]  # class 3 is forgotten: only noise carries its label
+    assert len(noise) == 8 and len(rows) == 5 * kept and len(y) == 5 * kept + 9 * 4
+    assert [sum(torch.equal(r, n) for r in rows) for n in noise] == [5] * kept + [0] * (8 - kept)
+
+
+@pytest.mark.parametrize(("repair_optimizer", "repair_lr", "repair_batch_size"), [
+    ("fresh", 0.01, None), ("fresh", None, 7), ("continue", None, None), ("continue", 0.01, None)])
+def test_unsir_repair_optimizer_lr_and_batches(repair_optimizer, repair_lr, repair_batch_size):
+    """The UNSIR notebook repairs with a new Adam at lr 0.01 (impair 0.02), SSD's copy with a new Adam at the impair
+    lr and batch 128: ``fresh`` restarts the optimizer's state (Adam counts only the repair's steps), ``continue``
+    carries the impair's on; ``repair_lr`` replaces the lr; ``repair_batch_size`` the repair's batches."""
+    torch.manual_seed(0)
+    method = UNSIR(MLP([1, 8, 8], 10, hidden=[16]), noise_batch_size=4, noise_steps=1, noise_copies=2,
+                   retain_per_class=10, batch_size=16, repair_optimizer=repair_optimizer, repair_lr=repair_lr,
+                   repair_batch_size=repair_batch_size, optimizer=partial(torch.optim.Adam, lr=0.02))
+    data = unlearn_directly(method, partial(by_class, classes=[3]))
+    sets = method.sets(data, 0)
+    impair, repair = len(sets["impair"]), len(sets["repair"])
+    assert repair == math.ceil(90 / (repair_batch_size or 16)) and method.steps_taken == impair + repair
+    adam = method.trainer.optimizers[0]
+    assert {int(state["step"]) for state in adam.state.values()} == {
+        repair if repair_optimizer == "fresh" else impair + repair}
+    assert adam.param_groups[0]["lr"] == (repair_lr or 0.02)
+    with pytest.raises(ConfigError, match=r"unlearner.repair_optimizer='new' is not one of fresh, continue"):
+        UNSIR(MLP([1, 8, 8], 10), repair_optimizer="new", optimizer=partial(torch.optim.Adam, lr=1e-3))
+
+
+@pytest.mark.parametrize(("overrides", "values"), [
+    (["experiment=cifar10_resnet18_class"], (3, "fresh", 0.01, None)),  # the UNSIR notebook, cells 26, 30
+    (["experiment=cifar100_resnet18_random10"], (3, "fresh", 1.0e-4, 128)),  # SSD's copy
+    (["dataset=synthetic"], (3, "fresh", 0.01, None)),  # no protocol: the general (notebook) values
+])
+def test_unsir_protocols_take_the_authors_noise_and_repair(tmp_path, overrides, values):
+    node = compose_cfg(tmp_path, [*overrides, "unlearner=unsir"], fast=False).unlearner
+    assert (node.noise_per_copy, node.repair_optimizer, node.repair_lr, node.repair_batch_size) == values
+
+
 @pytest.mark.parametrize(("mode", "moves"), [("eval", False), ("train", True)])
 def test_train_mode_eval_trains_on_the_running_statistics(mode, moves):
     """The SCRUB notebook's NegGrad+ (run_neggrad_epoch) trains in eval mode: BatchNorm uses, and keeps, M's
@@ -510,6 +561,32 @@ def test_eu_k_original_init_puts_back_m_own_initial_weights():
     after = model.state_dict()
     assert {k for k in before if not torch.equal(before[k], after[k])} == {"3.weight", "3.bias"}  # the block before
     assert torch.equal(after["3.weight"], initial["3.weight"]) and torch.equal(after["5.weight"], before["5.weight"])
+
+
+@pytest.mark.parametrize("method_cls", [CFk, EUk], ids=["cf_k", "eu_k"])
+def test_cf_k_and_eu_k_backpropagate_through_the_trained_blocks_only(monkeypatch, method_cls):
+    """The blocks before the trained ones run without autograd: the trained weights are those of a backward pass
+    through the whole network (float tolerance), the counted FLOPs are fewer, and every parameter needs a gradient
+    again afterwards. The whole-network pass is the same method with the freezing switched off."""
+
+    def unlearned():
+        torch.manual_seed(0)
+        method = method_cls(CNN([1, 8, 8], 10), k=2, epochs=2, batch_size=32,
+                            optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9))
+        first_block = [p.detach().clone() for p in (*method.model[0].parameters(), *method.model[1].parameters())]
+        unlearn_directly(method, random_sample)
+        return method, first_block
+
+    prefix_frozen, first_block = unlearned()
+    assert all(p.requires_grad for p in prefix_frozen.model.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(  # conv + BN of the first block: neither trained nor reset
+        first_block, (*prefix_frozen.model[0].parameters(), *prefix_frozen.model[1].parameters()), strict=True))
+    monkeypatch.setattr(CFk, "untrained_frozen", lambda self: contextlib.nullcontext())
+    whole, _ = unlearned()
+    assert prefix_frozen.steps_taken == whole.steps_taken > 10
+    for (name, a), b in zip(prefix_frozen.model.state_dict().items(), whole.model.state_dict().values(), strict=True):
+        assert torch.allclose(a.double(), b.double(), atol=1e-6), name
+    assert prefix_frozen.cost()["flops"] < whole.cost()["flops"]
 
 
 def test_the_pipeline_gives_eu_k_the_initialisation_of_m(run_pipeline, tmp_path):

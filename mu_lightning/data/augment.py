@@ -37,17 +37,21 @@ class CropFlip:
         self.padding, self.flip = padding, flip
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, _, h, w = x.shape
+        """The batch ``x`` cropped and flipped on its own device; the draws (two offsets and a coin per sample) come
+        from ``generator`` on the host, so the same seed gives the same batch on any device."""
+        n, c, h, w = x.shape
+        device = x.device
         if self.padding:
             p = self.padding
             padded = F.pad(x, (p, p, p, p))
-            top = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
-            left = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
-            rows = (top + torch.arange(h))[:, None, :, None]  # [n, 1, h, 1]
-            cols = (left + torch.arange(w))[:, None, None, :]  # [n, 1, 1, w]
-            x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+            top = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(device)
+            left = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(device)
+            rows = (top + torch.arange(h, device=device))[:, None, :, None]  # [n, 1, h, 1]
+            cols = (left + torch.arange(w, device=device))[:, None, None, :]  # [n, 1, 1, w]
+            x = padded[torch.arange(n, device=device)[:, None, None, None],
+                       torch.arange(c, device=device)[None, :, None, None], rows, cols]
         if self.flip:
-            flipped = torch.rand(n, generator=generator) < 0.5
+            flipped = (torch.rand(n, generator=generator) < 0.5).to(device)
             x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
         return x
 

@@ -7,6 +7,7 @@ costs more than the step itself on small models (docs/design.md, "Start-up and o
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -41,16 +42,91 @@ class TensorBatches:
     def __len__(self) -> int:
         return math.ceil(self._shard_size() / self.batch_size)
 
-    def __iter__(self):
+    def _order(self) -> tuple[torch.Tensor, bool]:
+        """This epoch's sample order (this rank's shard of it) and whether it is anything but 0, 1, 2, …"""
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         rank, world = self._rank_world()
         if world > 1:
             order = order.repeat(2)[: self._shard_size() * world][rank::world]
-        x, y = (self.x[order], self.y[order]) if self.shuffle or world > 1 else (self.x, self.y)
+        return order, self.shuffle or world > 1
+
+    def __iter__(self):
+        order, moved = self._order()
+        x, y = (self.x[order], self.y[order]) if moved else (self.x, self.y)
         for start in range(0, len(order), self.batch_size):
             xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
             yield (xb if self.augment is None else self.augment(xb, self.generator)), yb
+
+
+def training_device(trainer: dict) -> torch.device:
+    """The device this process trains on under Lightning ``Trainer`` arguments ``trainer`` (``cfg.trainer``): the
+    CPU, or the GPU of this rank (``LOCAL_RANK``, counted in ``devices`` when it lists them)."""
+    if str(trainer.get("accelerator", "auto")) not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
+        return torch.device("cpu")
+    rank, devices = int(os.environ.get("LOCAL_RANK", 0)), trainer.get("devices", 1)
+    listed = devices is not None and not isinstance(devices, str | int)  # a list of GPU indices
+    return torch.device("cuda", int(list(devices)[rank]) if listed else rank)
+
+
+class Resident:
+    """A dataset held on one device for training: its inputs as uint8 pixels where that is exact (``pixel_stats``:
+    the per-channel ``(mean, std)`` the float inputs were standardised with, None for pixels in [0, 1]), else as
+    float32; and its labels. Batches are gathered and decoded there (``take``), so no sample crosses from the host
+    after this copy; ``channels_last`` lays 4-D batches out channels-last (``TensorBatches`` applies it after
+    augmentation).
+
+    Decoding repeats the sources' own float32 arithmetic (``u8 / 255``, then ``(x - mean) / std`` per channel), so a
+    decoded batch equals the host's float32 inputs bit for bit; ``uint8`` says whether the pixels were exact.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, device: torch.device | str,
+                 pixel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None, channels_last: bool = False):
+        self.device, self.channels_last = torch.device(device), channels_last
+        self.stats = pixel_stats if pixel_stats is not None else ((0.0,) * x.shape[1], (1.0,) * x.shape[1])
+        codes = self._encode(x) if x.dim() == 4 and x.dtype == torch.float32 else None
+        self.uint8 = codes is not None and torch.equal(self._decode(codes), x)
+        self.x = (codes if self.uint8 else x).to(self.device)
+        self.y = y.to(self.device)
+
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in self.stats)
+        return ((x * std + mean) * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+    def _decode(self, codes: torch.Tensor) -> torch.Tensor:
+        x = codes.float() / 255.0
+        if self.stats[0] != (0.0,) * len(self.stats[0]) or self.stats[1] != (1.0,) * len(self.stats[1]):
+            for c, (mean, std) in enumerate(zip(*self.stats, strict=True)):
+                x[:, c] = (x[:, c] - mean) / std
+        return x
+
+    def take(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of the samples ``ids`` (on this device), x as float32."""
+        x = self.x[ids]
+        return (self._decode(x) if self.uint8 else x), self.y[ids]
+
+
+class ResidentBatches(TensorBatches):
+    """``TensorBatches`` of the samples ``ids`` of a ``Resident`` dataset: the same order, augmentation draws and
+    numbers, with each batch gathered, decoded and augmented on the resident's device. Per epoch only the order
+    (8 bytes a sample) goes to the device; the draws of the augmentation come from the same host generator, so a
+    seed gives the same batches on every device."""
+
+    def __init__(self, resident: Resident, ids: torch.Tensor, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
+        super().__init__(ids, ids, batch_size, shuffle=shuffle, seed=seed, augment=augment)
+        self.resident = resident
+
+    def __iter__(self):
+        order, _ = self._order()
+        ids = self.x[order].to(self.resident.device)
+        for start in range(0, len(ids), self.batch_size):
+            xb, yb = self.resident.take(ids[start : start + self.batch_size])
+            if self.augment is not None:
+                xb = self.augment(xb, self.generator)
+            if self.resident.channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, yb
 
 
 class Cycle:

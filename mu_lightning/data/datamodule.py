@@ -11,7 +11,7 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
-from mu_lightning.data.batches import TensorBatches
+from mu_lightning.data.batches import Resident, ResidentBatches, TensorBatches
 from mu_lightning.data.sources import Samples
 from mu_lightning.errors import ConfigError
 
@@ -63,6 +63,7 @@ class UnlearningDataModule(L.LightningDataModule):
             raise ConfigError("forget.requests is empty: give one or more requests")
         self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
         self.samples: Samples | None = None
+        self.resident: Resident | None = None  # the samples held on the training device (``hold_on``), or None
         self.requests: list[torch.Tensor] = []  # forget ids of each request, in order
         self.ids: dict[str, torch.Tensor] = {}
 
@@ -154,9 +155,20 @@ class UnlearningDataModule(L.LightningDataModule):
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
                 ) -> TensorBatches:
-        """Batches of one split; ``augment=True`` for training passes (the dataset's ``augment``, if it has one)."""
+        """Batches of one split; ``augment=True`` for training passes (the dataset's ``augment``, if it has one).
+        After ``hold_on(device)`` they are gathered, decoded and augmented on that device: the same numbers."""
+        augment_fn = self.augment if augment else None
+        if self.resident is not None:
+            return ResidentBatches(self.resident, self.ids[split], batch_size, shuffle=shuffle, seed=seed,
+                                   augment=augment_fn)
         return TensorBatches(*self.tensors(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
-                             augment=self.augment if augment else None)
+                             augment=augment_fn)
+
+    def hold_on(self, device: torch.device | str, channels_last: bool = False) -> Resident:
+        """Copy every sample to ``device`` once (uint8 pixels where exact: ``batches.Resident``), so that training
+        batches are made there from now on; evaluation reads the host tensors (``tensors``) as before."""
+        self.resident = Resident(self.samples.x, self.samples.y, device, self.samples.pixel_stats, channels_last)
+        return self.resident
 
     def fingerprint(self, split: str) -> str:
         """A digest of exactly the samples (inputs, labels, order) of one split: the data part of a cache key."""

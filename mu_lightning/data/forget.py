@@ -207,3 +207,49 @@ def sequence(requests: list | None = None) -> list[Callable]:
         merged = OmegaConf.merge(base, settings)
         selectors.append(instantiate(merged))
     return selectors
+
+
+STRATA = ("low", "mid", "high")  # forget=memorized: the least, the median and the most memorised samples
+
+
+@configurable
+def memorized(
+    train_ids: torch.Tensor, labels: torch.Tensor, *, scores: Callable | None = None, stratum: str = "high",
+    fraction: float | None = 0.05, count: int | None = None, members: int = 16, seed: int = 0,
+) -> torch.Tensor:
+    """``count`` samples (else ``fraction`` of them) by memorisation score (Feldman & Zhang 2020; docs/metrics.md
+    §13): the most memorised (``stratum=high``), the least (``low``) or those around the median rank (``mid``), as
+    RUM (Zhao et al., NeurIPS 2024) builds forget sets of low, medium and high memorisation. The scores come from
+    ``members`` shadow models on random halves of D drawn with ``seed`` (``scores``, bound by the pipeline: they are
+    stage-cache entries, and ``forget_ids.txt`` replays the choice). Ties are broken by sample id."""
+    if stratum not in STRATA:
+        raise ConfigError(f"forget.stratum={stratum!r} is not a stratum: use one of {', '.join(STRATA)}")
+    if scores is None:
+        raise ConfigError("forget=memorized needs the memorisation scores of a shadow ensemble, which the pipeline "
+                          "binds: run it through train.py (replay its forget_ids.txt with forget=indices elsewhere)")
+    if isinstance(members, bool) or not isinstance(members, int) or members < 4:
+        raise ConfigError(f"forget.members={members!r} is too few: memorisation needs 4 or more shadow models")
+    k = how_many(len(train_ids), fraction, count, "samples")
+    mem = torch.as_tensor(scores("memorization", train_ids, members=members, seed=seed), dtype=torch.float64)
+    order = torch.argsort(torch.nan_to_num(mem, nan=-torch.inf), descending=True, stable=True)  # most memorised first
+    start = {"high": 0, "low": len(order) - k, "mid": max(0, (len(order) - k) // 2)}[stratum]
+    return train_ids[order[start:start + k]].sort().values
+
+
+@configurable
+def subpopulation(
+    train_ids: torch.Tensor, labels: torch.Tensor, *, scores: Callable | None = None, fraction: float | None = 0.05,
+    count: int | None = None, seed: int = 0,
+) -> torch.Tensor:
+    """A coherent cluster: the ``count`` samples (else ``fraction`` of them) nearest, in the original model's feature
+    space (the input of its last linear layer), to an anchor sample drawn with ``seed``; the anchor is among them.
+    The features come from M itself (``scores``, bound by the pipeline; M is a stage-cache entry, and
+    ``forget_ids.txt`` replays the choice). Ties are broken by sample id."""
+    if scores is None:
+        raise ConfigError("forget=subpopulation needs the original model's features, which the pipeline binds: run "
+                          "it through train.py (replay its forget_ids.txt with forget=indices elsewhere)")
+    k = how_many(len(train_ids), fraction, count, "samples")
+    features = torch.as_tensor(scores("features", train_ids), dtype=torch.float64)
+    anchor = int(torch.randint(len(train_ids), (1,), generator=torch.Generator().manual_seed(int(seed))))
+    distance = (features - features[anchor]).pow(2).sum(1)
+    return train_ids[torch.argsort(distance, stable=True)[:k]].sort().values

@@ -12,7 +12,8 @@ A manipulation is a callable ``poison(x, y, train_ids=None, num_classes=None) ->
   ``ids``: the sorted int64 sample ids it manipulated, a subset of ``train_ids`` (what ``poison_ids.txt`` lists and
   what ``forget=poisoned`` draws from).
 - ``check_fits(num_classes, image_hw)`` raises ConfigError when the settings cannot fit a dataset with that many
-  classes and ``H×W`` images (the pipeline calls it from the dataset's config before any data loads).
+  classes and ``H×W`` images (the pipeline calls it from the dataset's config before any data loads); ``badnets``
+  refuses samples that are not images (1-D features: ``image_hw`` with fewer than two dimensions).
 - ``fingerprint()`` is a JSON-able dict of its settings for the stage-cache key: ``{}`` for ``none``, so a run
   without a manipulation keeps its key.
 
@@ -77,9 +78,21 @@ def _draw(pool: torch.Tensor, k: int, seed: int) -> torch.Tensor:
     return pool[torch.randperm(len(pool), generator=gen)[:k]].sort().values
 
 
-def patch_origin(image_hw: tuple[int, int], patch_size: int, position: str | Sequence[int]) -> tuple[int, int]:
-    """The (row, col) of the patch's top-left pixel in an ``H×W`` image; ConfigError if the patch does not fit."""
-    h, w = int(image_hw[0]), int(image_hw[1])
+def image_hw(sample_shape: Sequence[int]) -> tuple[int, int]:
+    """The ``(H, W)`` of samples of shape ``[C, H, W]`` or ``[H, W]`` (the last two dimensions); ConfigError for
+    samples with fewer than two dimensions (feature vectors), which have no image to stamp a patch on."""
+    shape = [int(s) for s in sample_shape]
+    if len(shape) < 2:
+        raise ConfigError(f"poison=badnets stamps a square patch on images, samples of shape [C, H, W] or [H, W], but "
+                          f"this dataset's samples have shape {shape} (dataset.input_shape): 1-D features have no "
+                          "H×W; use poison=interclass (labels only) or give the data an image shape")
+    return shape[-2], shape[-1]
+
+
+def patch_origin(sample_shape: Sequence[int], patch_size: int, position: str | Sequence[int]) -> tuple[int, int]:
+    """The (row, col) of the patch's top-left pixel in samples of ``sample_shape`` (``[..., H, W]``, or just
+    ``(H, W)``); ConfigError if the samples are not images (``image_hw``) or the patch does not fit."""
+    h, w = image_hw(sample_shape)
     if patch_size > h or patch_size > w:
         raise ConfigError(f"poison.patch_size={patch_size} is larger than the images ({h}×{w}): it must be at most "
                           f"{min(h, w)}")
@@ -184,7 +197,7 @@ class BadNets:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, train_ids: torch.Tensor | None = None,
                  num_classes: int | None = None) -> Poisoned:
         train = _train_ids(y, train_ids)
-        self.check_fits(_num_classes(y, num_classes), x.shape[-2:])
+        self.check_fits(_num_classes(y, num_classes), x.shape[1:])
         pool = train if self.include_target else train[y[train] != self.target_class]
         k = self.count if self.count is not None else round(self.share * len(train))
         where = "training samples" if self.include_target else f"training samples not of class {self.target_class}"
@@ -204,8 +217,9 @@ class BadNets:
         return Poisoned(out_x, out_y, ids)
 
     def check_fits(self, num_classes: int, image_hw: Sequence[int]) -> None:
-        """ConfigError unless ``target_class`` is one of ``num_classes`` classes and the patch fits ``H×W`` images:
-        checked from the dataset's config before any data loads, and again on the data."""
+        """ConfigError unless ``target_class`` is one of ``num_classes`` classes, the samples are images (``image_hw``
+        is their shape, or its last two dimensions: at least two) and the patch fits them: checked from the
+        dataset's config before any data loads, and again on the data."""
         if self.target_class >= num_classes:
             raise ConfigError(f"poison.target_class={self.target_class} is out of range: the dataset has "
                               f"{num_classes} classes (0 to {num_classes - 1})")

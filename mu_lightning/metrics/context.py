@@ -28,6 +28,8 @@ class EvalContext:
         gold: ``seed -> M_g`` trained with that seed (from the stage cache when it holds it).
         unlearned: ``seed -> M_u`` produced from M by the configured unlearner with that unlearning seed.
         fresh_model: ``seed -> a randomly initialised network`` of the configured architecture.
+        ensembles: the run's ensembles of originals, golds and shadow models (``mu_lightning/ensembles.py``), for
+            ``metric=ensemble``; None where the run offers none.
     """
 
     models: dict[str, nn.Module]
@@ -38,6 +40,7 @@ class EvalContext:
     gold: Callable[[int], nn.Module]
     unlearned: Callable[[int], nn.Module]
     fresh_model: Callable[[int], nn.Module]
+    ensembles: Any = None
     _logits: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     _identity: dict[str, Any] = field(default_factory=dict)
 

@@ -10,27 +10,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from mu_lightning.data.qa import is_qa
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics.context import EvalContext
 from mu_lightning.metrics.corrective import corrective
+from mu_lightning.metrics.ensemble import ensemble
 from mu_lightning.metrics.fast import fast
 from mu_lightning.metrics.full import full
+from mu_lightning.metrics.lm import lm
 from mu_lightning.metrics.names import TIERS
 from mu_lightning.metrics.seeds import seeds
 from mu_lightning.metrics.validation import validation
+from mu_lightning.metrics.warnings import Margins
 
-TIER_METRICS = {"fast": fast, "full": full, "seeds": seeds}
+TIER_METRICS = {"fast": fast, "full": full, "seeds": seeds, "ensemble": ensemble}
+# the tiers each tier runs: full and seeds add to the tier before them; ensemble adds its own models to fast alone
+RUNS = {"fast": ("fast",), "full": ("fast", "full"), "seeds": ("fast", "full", "seeds"),
+        "ensemble": ("fast", "ensemble")}
 
 
 def evaluate(ctx: EvalContext, objective: str | None = None) -> dict[str, float]:
     """Metrics named ``<model>/<metric>`` (model: original, gold, unlearn), e.g. ``unlearn/forget_acc``.
 
-    Every tier up to ``ctx.cfg.tier`` (checked beforehand by ``check_config``), then the validation-split metrics the
-    hyperparameter-search ``objective`` names, if any (``<model>/avg_gap_val``), and the corrective-unlearning
-    metrics when the training set was manipulated (``poison=...``: ``corrective.py``, with the ``clean`` model).
+    The tiers ``ctx.cfg.tier`` runs (``RUNS``; checked beforehand by ``check_config``), then the validation-split
+    metrics the hyperparameter-search ``objective`` names, if any (``<model>/avg_gap_val``), and the
+    corrective-unlearning metrics when the training set was manipulated (``poison=...``: ``corrective.py``, with the
+    ``clean`` model). Question-answer data for a language model has its own metrics (``lm.py``, docs/metrics.md §11).
     """
+    if is_qa(ctx.data.samples):
+        return lm(ctx)
     out: dict[str, float] = {}
-    for tier in TIERS[: TIERS.index(ctx.cfg.tier) + 1]:
+    for tier in RUNS[ctx.cfg.tier]:
         out.update(TIER_METRICS[tier](ctx))
     out.update(validation(ctx, objective))
     out.update(corrective(ctx))
@@ -42,7 +52,17 @@ def check_config(cfg: Any) -> str:
     tier = cfg.tier
     if tier not in TIERS:
         raise ConfigError(f"metric.tier={tier!r} is not a tier: use one of {', '.join(TIERS)}")
+    Margins.of(cfg)  # metric.warnings: known keys, numbers in [0, 1]
     if tier == "fast":
+        return tier
+    if tier == "ensemble":
+        size, worst = int(cfg.ensemble.size), float(cfg.ensemble.worst)
+        if size < 4:
+            raise ConfigError(f"metric.ensemble.size={size} is too few: KLoM's gold-vs-gold floor needs two halves "
+                              "of at least 2 golds and U-LiRA two shadows per Gaussian (4 or more; 16 advised)")
+        if not 0 < worst < 1:
+            raise ConfigError(f"metric.ensemble.worst={worst} is out of range: the share of D_f listed as worst-off "
+                              "must be > 0 and < 1")
         return tier
     if int(cfg.seeds) < 3:
         raise ConfigError(f"metric.seeds={cfg.seeds} is too few: metric={tier} needs at least 3 gold seeds "

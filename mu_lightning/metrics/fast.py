@@ -13,6 +13,7 @@ from mu_lightning.metrics.accuracy import accuracy
 from mu_lightning.metrics.context import EvalContext
 from mu_lightning.metrics.memo import CACHE
 from mu_lightning.metrics.names import MODELS, SPLITS
+from mu_lightning.metrics.warnings import Margins
 
 GAP_SPLITS = ("forget", "retain", "test")  # the splits of a model's summary, Avg. Gap and ToW
 
@@ -41,9 +42,11 @@ def _summary(ctx: EvalContext, m: str) -> dict[str, float]:
     y = {s: ctx.labels(s) for s in z}
     ent = {s: signals.entropy(z[s]) for s in z}
     roc = mia.loss_attack(z["forget"], y["forget"], z["test"], y["test"])  # all of both sets: no balancing draw
+    entropy = mia.entropy_attack(ent["retain"], ent["test"], ent["forget"])
     return {
         **gap_parts(ctx, m),
-        "mia_entropy_member_rate": mia.entropy_member_rate(ent["retain"], ent["test"], ent["forget"]),
+        "mia_entropy_member_rate": mia.reported(entropy, Margins.of(ctx.cfg).attack_margin),
+        "mia_entropy_fit_bacc": entropy["fit_bacc"],
         "mia_loss_auc": roc["auc"], "mia_loss_tpr_at_1fpr": roc["tpr_at_1fpr"],
     }
 
@@ -52,14 +55,17 @@ def gap_parts(ctx: EvalContext, m: str, held_out: str = "test") -> dict[str, flo
     """What Avg. Gap and ToW compare: ``forget_acc``, ``retain_acc``, ``test_acc`` and ``mia_efficacy`` of ``m``.
 
     ``held_out`` plays D_test: its accuracy is reported as ``test_acc``, and the MIA-Efficacy attack is fit on the
-    first |held_out| of D_r (member) against it (non-member).
+    first |held_out| of D_r (member) against it (non-member). ``mia_efficacy`` is None when that fit is at chance
+    (``mia_efficacy_fit_bacc`` within ``metric.warnings.attack_margin`` of 0.5: docs/metrics.md §3.1).
     """
     z = {s: ctx.logits(m, s) for s in ("forget", "retain", held_out)}
     y = {s: ctx.labels(s) for s in z}
     conf = {s: signals.confidence(z[s], y[s]) for s in z}
+    svc = mia.svc_attack(conf["retain"], conf[held_out], conf["forget"])
     return {"forget_acc": accuracy(z["forget"], y["forget"]), "retain_acc": accuracy(z["retain"], y["retain"]),
             "test_acc": accuracy(z[held_out], y[held_out]),
-            "mia_efficacy": mia.mia_efficacy(conf["retain"], conf[held_out], conf["forget"])}
+            "mia_efficacy": mia.reported(svc, Margins.of(ctx.cfg).attack_margin),
+            "mia_efficacy_fit_bacc": svc["fit_bacc"]}
 
 
 def relative(ctx: EvalContext, m: str, ref: str) -> dict[str, float]:

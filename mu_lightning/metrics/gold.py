@@ -72,19 +72,24 @@ def weight_distance(a: nn.Module, b: nn.Module) -> float:
                          zip(a.parameters(), b.parameters(), strict=True)))
 
 
-def avg_gap(model: dict[str, float], gold: dict[str, float]) -> float:
+def avg_gap(model: dict[str, float | None], gold: dict[str, float | None]) -> float | None:
     """SalUn's Avg. Gap (Fan et al. 2024, Tab. 1): mean |Δ| of UA, RA, TA, MIA-Efficacy to gold, in points, ↓.
 
-    |ΔUA| = |Δ forget_acc|, since UA = 1 − forget_acc.
+    |ΔUA| = |Δ forget_acc|, since UA = 1 − forget_acc. None when an MIA-Efficacy is None (its attack was at chance:
+    docs/metrics.md §3.1): a gap to an arbitrary number is no gap.
     """
     keys = ("forget_acc", "retain_acc", "test_acc", "mia_efficacy")
+    if any(model[k] is None or gold[k] is None for k in keys):
+        return None
     return 100.0 * sum(abs(model[k] - gold[k]) for k in keys) / len(keys)
 
 
-def tow(model: dict[str, float], gold: dict[str, float], mia: bool = False) -> float:
+def tow(model: dict[str, float | None], gold: dict[str, float | None], mia: bool = False) -> float | None:
     """Tug-of-war (Zhao et al. 2024, RUM ``analysis.py``): Π (1 − |Δacc|) over D_f, D_r, D_test, in [0, 1], ↑.
 
     ``mia=True`` gives ToW-MIA: the D_f factor uses |Δ MIA-Efficacy| instead of |Δ forget_acc|.
     """
     first = "mia_efficacy" if mia else "forget_acc"
+    if model[first] is None or gold[first] is None:  # an uninformative attack (docs/metrics.md §3.1)
+        return None
     return math.prod(1.0 - abs(model[k] - gold[k]) for k in (first, "retain_acc", "test_acc"))

@@ -15,6 +15,7 @@ from mu_lightning.metrics import signals
 
 SVC_C = 3.0  # Unlearn-Sparse evaluation/SVC_MIA.py: SVC(C=3, kernel="rbf", gamma="auto")
 TPR_AT_FPR = 0.01
+CHANCE = 0.5  # the balanced accuracy of an attack that cannot tell members from non-members
 
 
 def _svc():
@@ -27,32 +28,64 @@ def _column(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy().reshape(len(t), -1)
 
 
-def mia_efficacy(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> float:
-    """MIA-Efficacy of Jia et al. 2023 (App. C.3): the share of D_f an attacker calls non-member.
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """The mean of the hit rates on members (label 1) and on non-members (label 0): 0.5 = chance."""
+    return float((predicted[labels == 1].mean() + 1.0 - predicted[labels == 0].mean()) / 2)
+
+
+def svc_attack(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> dict[str, float]:
+    """MIA-Efficacy of Jia et al. 2023 (App. C.3) with the attack's own fit: ``{"score", "fit_bacc"}``.
 
     Args are one feature per example (``signals.confidence`` in the paper), all from the evaluated model. An RBF-SVC
-    learns members = the first |D_test| examples of D_r against non-members = D_test; the score is
-    1 − mean prediction on D_f. Papers read ↑ as better; for random forgetting the target is the gold model's value.
+    learns members = the first |D_test| examples of D_r against non-members = D_test; ``score`` is
+    1 − mean prediction on D_f (the share of D_f called non-member; papers read ↑ as better, for random forgetting
+    the target is the gold model's value), ``fit_bacc`` its balanced accuracy on those training points (§3.1).
     """
     n = min(len(retain), len(test))
     x = np.concatenate([_column(retain[:n]), _column(test)])
     labels = np.concatenate([np.ones(n), np.zeros(len(test))])
     clf = _svc().fit(x, labels)
-    return float(1.0 - clf.predict(_column(forget)).mean())
+    return {"score": float(1.0 - clf.predict(_column(forget)).mean()),
+            "fit_bacc": balanced_accuracy(clf.predict(x), labels)}
 
 
-def entropy_member_rate(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> float:
-    """The bad-teaching / SSD attack (Chundawat et al. 2023; Foster et al. 2024 ``src/metrics.py``).
+def mia_efficacy(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> float:
+    """MIA-Efficacy, the share of D_f an attacker calls non-member, whatever its fit (``svc_attack``'s score)."""
+    return svc_attack(retain, test, forget)["score"]
+
+
+def entropy_attack(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> dict[str, float]:
+    """The bad-teaching / SSD attack (Chundawat et al. 2023; Foster et al. 2024 ``src/metrics.py``) with its fit.
 
     Args are prediction entropies. A class-balanced logistic regression learns the whole D_r (member) against D_test;
-    the score is the share of D_f predicted **member**: the opposite direction to ``mia_efficacy`` (↓ = forgotten).
+    ``score`` is the share of D_f predicted **member** (the opposite direction to ``mia_efficacy``: ↓ = forgotten),
+    ``fit_bacc`` its balanced accuracy on the points it learned.
     """
     from sklearn.linear_model import LogisticRegression
 
     x = np.concatenate([_column(retain), _column(test)])
     labels = np.concatenate([np.ones(len(retain)), np.zeros(len(test))])
     clf = LogisticRegression(class_weight="balanced").fit(x, labels)
-    return float(clf.predict(_column(forget)).mean())
+    return {"score": float(clf.predict(_column(forget)).mean()), "fit_bacc": balanced_accuracy(clf.predict(x), labels)}
+
+
+def entropy_member_rate(retain: torch.Tensor, test: torch.Tensor, forget: torch.Tensor) -> float:
+    """The share of D_f the entropy attack calls member, whatever its fit (``entropy_attack``'s score)."""
+    return entropy_attack(retain, test, forget)["score"]
+
+
+def informative(fit_bacc: float, margin: float) -> bool:
+    """Whether an attack learned anything: its balanced accuracy on its own training data exceeds 0.5 + ``margin``.
+
+    An attack at chance there draws its boundary anywhere, often past every point, so the share of D_f it calls
+    member swings between ~0 and ~1 with the seed: such a score is no measurement (docs/metrics.md §3.1).
+    """
+    return fit_bacc > CHANCE + margin
+
+
+def reported(attack: dict[str, float], margin: float) -> float | None:
+    """An attack's score, or None when it is uninformative (``informative``): results.json stays strict JSON."""
+    return attack["score"] if informative(attack["fit_bacc"], margin) else None
 
 
 def retain_privacy(retain: torch.Tensor, test: torch.Tensor) -> float:
@@ -65,9 +98,8 @@ def retain_privacy(retain: torch.Tensor, test: torch.Tensor) -> float:
     h = n // 2
     x = np.concatenate([_column(retain[:h]), _column(test[:h])])
     clf = _svc().fit(x, np.concatenate([np.ones(h), np.zeros(h)]))
-    member_hits = clf.predict(_column(retain[h:n])).mean()
-    nonmember_hits = 1.0 - clf.predict(_column(test[h:])).mean()
-    return float((member_hits + nonmember_hits) / 2)
+    held_out = np.concatenate([_column(retain[h:n]), _column(test[h:])])
+    return balanced_accuracy(clf.predict(held_out), np.concatenate([np.ones(n - h), np.zeros(len(test) - h)]))
 
 
 def balanced_pairs(n_pos: int, n_neg: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ def seeds(ctx: EvalContext) -> dict[str, float]:
     """Gold noise floor, offline RMIA with gold seeds as references, the challenge score and t-intervals."""
     golds = other_golds(ctx)
     floors = [relative(ctx, k, "gold") for k in golds]
-    out = {f"gold/{key}": float(np.mean([f[key] for f in floors])) for key in floors[0]}
+    out = {f"gold/{key}": _mean([f[key] for f in floors]) for key in floors[0]}
     out.update(rmia(ctx, golds))
     unlearned, everyone = ["unlearn", *ctx.other_seeds("unlearn")], ["gold", *golds]
     out.update(challenge(ctx, unlearned, everyone))
@@ -60,9 +60,14 @@ def intervals(ctx: EvalContext, unlearned: list[str], golds: list[str]) -> dict[
         per_seed.setdefault("unlearn/tow", []).append(g.tow(su, sg))
         per_seed.setdefault("unlearn/avg_gap", []).append(g.avg_gap(su, sg))
     out: dict[str, float] = {}
-    for key, values in per_seed.items():
-        out[f"{key}_mean"], out[f"{key}_ci95"] = t_interval(values)
+    for key, values in per_seed.items():  # None where a seed's MIA was uninformative (docs/metrics.md §3.1)
+        out[f"{key}_mean"], out[f"{key}_ci95"] = (None, None) if None in values else t_interval(values)
     return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean, or None when a value is None (an uninformative attack's MIA-Efficacy and what is built on it)."""
+    return None if None in values else float(np.mean(values))
 
 
 def rmia(ctx: EvalContext, references: list[str]) -> dict[str, float]:

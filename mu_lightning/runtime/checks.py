@@ -24,6 +24,7 @@ from mu_lightning.errors import ConfigError
 from mu_lightning.files import check_writable
 from mu_lightning.metrics import check_config as check_metric_config
 from mu_lightning.runtime.distributed import SINGLE, check_strategy
+from mu_lightning.runtime.options import check_options
 from mu_lightning.runtime.targets import check_targets
 from mu_lightning.runtime.threads import check_threads
 from mu_lightning.tuning.objective import check_objective
@@ -47,7 +48,9 @@ def check_config(cfg: DictConfig) -> None:
     """The config alone, before any rank starts or any data is loaded: targets, recipe numbers, the metric tier, the
     sweep objective, ``threads``, the DDP strategy, the callbacks group and the run directory."""
     check_targets(cfg)  # what each _target_ resolves to, and no switched-off safety (targets.py)
+    check_options(cfg)  # no misspelt or unread key, no group switched off (options.py)
     _check_node(cfg, "")
+    check_budget(cfg)
     _check_method(cfg)
     check_callbacks(cfg)  # the callbacks group: targets, the stages they name, the keys they monitor
     check_trainer(cfg)
@@ -56,6 +59,24 @@ def check_config(cfg: DictConfig) -> None:
     check_threads(cfg)
     check_strategy(cfg)
     check_writable(cfg.paths.output_dir, "paths.output_dir", "choose another run directory with hydra.run.dir=...")
+
+
+def check_budget(cfg: DictConfig) -> None:
+    """``budget.flops``: null, or a number > 0, the fraction of the gold model's training FLOPs the unlearning stage
+    may spend (docs/metrics.md §5). It needs a gold model whose FLOPs were counted, an unlearner that runs, and one
+    process (under DDP each rank steps on its shard and the stage's FLOPs are only summed when its fit ends)."""
+    value = OmegaConf.select(cfg, "budget.flops")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"budget.flops={value!r} is not allowed: it takes a number > 0 (a fraction of the gold "
+                          "model's training FLOPs, e.g. 0.1) or null (no budget)")
+    for name, why in (("gold", "records no training FLOPs to take a fraction of"), ("unlearned", "runs no unlearner")):
+        if OmegaConf.select(cfg, f"{name}.checkpoint"):
+            raise ConfigError(f"budget.flops={value} with {name}.checkpoint: a model made elsewhere {why}; drop one")
+    if cfg.trainer.get("strategy", "auto") not in SINGLE:
+        raise ConfigError(f"budget.flops={value} needs one process, not trainer.strategy="
+                          f"{cfg.trainer.strategy}: under DDP the stage's FLOPs are summed only when its fit ends")
 
 
 def _check_method(cfg: DictConfig) -> None:
@@ -224,6 +245,8 @@ def _check_requests(cfg: DictConfig, data: UnlearningDataModule) -> None:
 
 def _check_model(cfg: DictConfig, x: torch.Tensor) -> None:
     model = instantiate(cfg.model)
+    if x.dtype == torch.int64 and x.dim() == 3:  # question-answer tokens for a causal LM (data/qa.py)
+        return _check_language_model(cfg, model, x)
     try:
         with torch.no_grad():
             out = model.eval()(x[:2])
@@ -233,3 +256,22 @@ def _check_model(cfg: DictConfig, x: torch.Tensor) -> None:
     if out.shape[1:] != (cfg.dataset.num_classes,):
         raise ConfigError(f"the model outputs {list(out.shape[1:])} logits per sample, expected "
                           f"[{cfg.dataset.num_classes}] (dataset.num_classes)")
+
+
+def _check_language_model(cfg: DictConfig, model: torch.nn.Module, x: torch.Tensor) -> None:
+    """A causal LM on question-answer data: next-token logits ``[seq_len, vocab_size]`` per sequence, and an
+    unlearner that reads text (``reads_text``) or none at all (``unlearner=none``)."""
+    method = get_class(cfg.unlearner._target_)
+    if method.reads and not getattr(method, "reads_text", False):
+        raise ConfigError(f"unlearner={method.__name__} unlearns classifiers; question-answer data takes the "
+                          "language-model methods (unlearner=lm_*, docs/language-models.md)")
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2, 0])
+    except (RuntimeError, IndexError) as err:
+        raise ConfigError(f"model={cfg.model._target_.rsplit('.', 1)[-1]} does not take token sequences of "
+                          f"length {x.shape[-1]}: {err}") from None
+    vocab = int(cfg.dataset.vocab_size)
+    if tuple(out.shape[1:]) != (x.shape[-1], vocab):
+        raise ConfigError(f"the model outputs {list(out.shape[1:])} per sequence, expected next-token logits "
+                          f"[{x.shape[-1]}, {vocab}] (dataset.input_shape[1], dataset.vocab_size): use model=gpt")

@@ -6,10 +6,11 @@ each value of every sweep on its own) and checks the ``hydra`` subtree before ``
 ``_target_``, Hydra's settings can run code through the logging config (``class``, ``()``, and from Python 3.12
 ``queue`` and ``listener``, name what dictConfig calls, ``ext://`` an object: only logging handlers, formatters,
 filters, queues and queue listeners, and ``ext://sys.stdout``/``sys.stderr``),
-``hydra.job.env_set`` (names that make a process load code, such as ``LD_PRELOAD`` or ``PYTHONPATH``, and
-``MU_LIGHTNING_*`` are refused), ``hydra.launcher.setup`` (shell lines run by SLURM jobs: refused) and
+``hydra.job.env_set`` (only the variables of ``settings.ENV_SET``), ``hydra.launcher.setup`` (shell lines run by
+SLURM jobs: refused), the launcher's other strings (no line break or shell character: ``settings.check_launcher``) and
 ``hydra.sweeper.custom_search_space`` (a function: only one listed in ``MU_LIGHTNING_ALLOW``). ``--experimental-rerun``
-unpickles a file and is refused.
+unpickles a file and is refused. Every interpolation of the whole config (task and ``hydra``) may use only the
+resolvers of ``settings.RESOLVERS``, checked before anything resolves.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from mu_lightning.errors import ConfigError
+from mu_lightning.runtime.settings import check_interpolations
 from mu_lightning.runtime.targets import UserAllow, _Walker
 
 CONFIG_PATH = "pkg://mu_lightning.conf"  # as in mu_lightning.cli's @hydra.main
@@ -60,12 +62,42 @@ def check_command_line(argv: Sequence[str] | None = None, *, config_path: str = 
     cfg = compose(overrides)
     if cfg is None:
         return
+    check_interpolations(cfg)  # the whole config, before anything in it resolves (settings.py)
+    check_optional_choices(loader, cfg)
     walker = _Walker(UserAllow.from_env())
     with _hydra_config(cfg):
         walker.run(cfg.hydra, "hydra")
     for job in _sweep_jobs(loader, overrides, cfg, compose):
+        check_interpolations(job)
+        check_optional_choices(loader, job)
         with _hydra_config(job):
             _Walker(walker.allow).run(job.hydra, "hydra")
+
+
+OPTIONAL_GROUPS = ("experiment", "debug", "hparams_search")  # `optional` in the defaults: a missing option is skipped
+
+
+def check_optional_choices(loader: Any, cfg: DictConfig) -> None:
+    """An option of an ``optional`` group (``experiment=``, ``debug=``, ``hparams_search=``, a protocol's folder)
+    names one that exists: Hydra would skip a misspelt one silently and run the defaults."""
+    choices = cfg.hydra.runtime.choices
+    for group in OPTIONAL_GROUPS:
+        choice = choices.get(group)
+        if choice is not None:
+            _must_be_one_of(f"{group}={choice}", str(choice), loader.get_group_options(group))
+    protocol = choices.get("protocol@unlearner")
+    folder = str(protocol).split("/", 1)[0] if protocol else None
+    if folder and folder != choices.get("dataset"):  # the dataset's own folder may be missing: general values
+        _must_be_one_of(f"protocol@unlearner={protocol}", folder, loader.list_groups("protocol"))
+
+
+def _must_be_one_of(shown: str, name: str, options: list[str]) -> None:
+    import difflib
+
+    if name not in options:
+        close = difflib.get_close_matches(name, options, n=1)
+        raise ConfigError(f"{shown}: there is no such option{f' (did you mean {close[0]}?)' if close else ''}; "
+                          f"choose one of {', '.join(sorted(options))}")
 
 
 def _config_loader(args: Any, calling_module: str, config_path: str) -> Any:

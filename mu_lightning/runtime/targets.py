@@ -23,7 +23,9 @@ How a target is checked (``check_targets``):
    module (``torch.optim.SGD``, ``mu_lightning.unlearners.SCRUB``); ``mu_lightning.unlearners.base.torch.optim.SGD``
    is refused with the canonical name to use.
 
-Interpolations are resolved before they are checked (``${oc.create:...}`` cannot hide a target). ``_recursive_`` and
+Interpolations may use only the resolvers of ``settings.RESOLVERS`` (none builds nodes out of text or reads the
+environment), checked on every node before anything resolves; then they are resolved and checked like plain values,
+and a node a resolver made is walked like any other. ``_recursive_`` and
 ``_convert_`` are harmless because every node is checked whatever they say; ``_partial_`` and ``_args_`` only pass
 arguments to an object that is itself checked.
 
@@ -45,12 +47,13 @@ from dataclasses import dataclass
 from types import FunctionType
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from mu_lightning.configurable import PACKAGES as FUNCTION_PACKAGES
 from mu_lightning.configurable import is_configurable
 from mu_lightning.errors import ConfigError
+from mu_lightning.runtime.settings import check_env_set, check_launcher, check_resolvers
 
 ENV = "MU_LIGHTNING_ALLOW"
 
@@ -121,12 +124,7 @@ SAFE_VALUES: dict[str, tuple[Any, ...]] = {
     "trust_remote_code": (False, None),
 }
 
-# hydra.job.env_set names that make a process (or the DDP ranks, joblib workers and SLURM jobs it starts) load code,
-# and this module's own variable.
-UNSAFE_ENV = re.compile(r"^(LD_|DYLD_|PYTHON|MU_LIGHTNING_)|PRELOAD|PLUGIN|^(PATH|BASH_ENV|ENV|PERL5OPT|PERL5LIB|"
-                        r"RUBYOPT|NODE_OPTIONS|JAVA_TOOL_OPTIONS)$", re.IGNORECASE)
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_CONTAINER_RESOLVERS = re.compile(r"\$\{\s*oc\.(create|decode)\s*:")
 
 
 def allowed_summary() -> str:
@@ -145,7 +143,8 @@ def _hint() -> str:
 def check_targets(cfg: DictConfig | ListConfig) -> None:
     """Every node of ``cfg`` (a composed config, with or without its ``hydra`` node): each ``_target_`` names an
     allowed object canonically, no key switches off a safety, no unknown private key; under ``hydra``, also its
-    logging configs, ``job.env_set``, ``launcher.setup`` and ``sweeper.custom_search_space``. Raises ConfigError
+    logging configs, ``job.env_set``, ``launcher.*`` and ``sweeper.custom_search_space``; everywhere, only allowed
+    resolvers (``settings.py``). Raises ConfigError
     naming the first offending key, the value and what is allowed."""
     _Walker(UserAllow.from_env()).run(cfg, "")
 
@@ -230,6 +229,7 @@ class _Walker:
             where = f"{path}[{key}]" if isinstance(node, ListConfig) else f"{path}.{key}" if path else str(key)
             child = node._get_node(key)
             if child is not None and child._is_interpolation():
+                check_resolvers(where, str(child._value()))  # before anything resolves (settings.py)
                 self.pending.append((node, key, where))
                 continue
             try:
@@ -243,10 +243,12 @@ class _Walker:
             raise ConfigError(f"{where} is not allowed: keys starting with '_' are reserved for Hydra's "
                               f"{', '.join(sorted(HYDRA_KEYS))}")
         if isinstance(value, _Unresolved):
-            if self.sensitive(key, where) or _CONTAINER_RESOLVERS.search(value.raw):
+            if self.sensitive(key, where):
                 raise ConfigError(f"{where}={value.raw!r} is not allowed: it must be checked before the run, and its "
                                   f"interpolation does not resolve then ({_first_line(value.err)})")
             return
+        if isinstance(value, dict | list):  # a node a resolver made: checked like any other
+            value = OmegaConf.create(value)
         if key == "_target_":
             if value is not None:
                 self.target(where, value, KINDS, functions=True)
@@ -261,12 +263,13 @@ class _Walker:
             elif isinstance(value, str) and value.startswith("ext://") and value not in LOGGING_EXT:
                 raise ConfigError(f"{where}={value!r} is not allowed: a logging config may name only "
                                   f"{' or '.join(sorted(LOGGING_EXT))} with ext://")
-        elif where.startswith("hydra.job.env_set.") and UNSAFE_ENV.search(str(key)):
-            raise ConfigError(f"{where} is not allowed: {key} can make a process load code (or widen {ENV}); set it "
-                              "in your shell instead")
+        elif where.startswith("hydra.job.env_set."):
+            check_env_set(where, key, value)
         elif where == "hydra.launcher.setup" and value:
             raise ConfigError(f"{where} is not allowed: its shell lines would run in every SLURM job; prepare the "
                               "job's environment outside the config (your shell profile, or a module file)")
+        elif where.startswith("hydra.launcher."):
+            check_launcher(where, key, value)
         elif where == "hydra.sweeper.custom_search_space" and value is not None:
             self.target(where, value, (), functions=False)
         self.walk(value, where)
@@ -274,7 +277,7 @@ class _Walker:
     @staticmethod
     def sensitive(key: Any, where: str) -> bool:
         return (key == "_target_" or key in SAFE_VALUES or where.startswith("hydra.job.env_set.")
-                or where in ("hydra.launcher.setup", "hydra.sweeper.custom_search_space")
+                or where.startswith("hydra.launcher.") or where == "hydra.sweeper.custom_search_space"
                 or (key in LOGGING_NAMES and where.startswith(("hydra.hydra_logging.", "hydra.job_logging."))))
 
     def target(self, where: str, path: Any, kinds: Sequence[Kind], functions: bool) -> Any:

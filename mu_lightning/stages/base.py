@@ -18,12 +18,22 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
 
 from mu_lightning.data.batches import Chunks
-from mu_lightning.stages.flops import PassTally, hardware
+from mu_lightning.errors import ConfigError
+from mu_lightning.stages.flops import PassTally, flops_of, hardware, signature
 
 OptimizerFactory = Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 # What Lightning's step path calls around ``backward`` and ``optimizer.step`` besides torch itself
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def flop_limit(fraction: float, gold_flops: int | None) -> int:
+    """The most FLOPs an unlearning stage may spend under ``budget.flops=fraction``: that fraction of the gold model's
+    training FLOPs, rounded down (a ``Stage``'s ``flop_limit``)."""
+    if not gold_flops:
+        raise ConfigError(f"budget.flops={fraction} is a fraction of the gold model's training FLOPs, and this gold "
+                          "model has no FLOP count: retrain it (cache=false) or run without a budget")
+    return math.floor(fraction * gold_flops)
 
 
 class Clock:
@@ -92,6 +102,13 @@ class Stage(L.LightningModule):
     step's batch shapes, and ``on_train_end`` counts the FLOPs of one step per shape (``mu_lightning.stages.flops``): a
     counted step is ``loss(batch)`` and its backward. ``hardware`` is where the fit ran.
 
+    Budget: with ``flop_limit`` set (FLOPs; ``budget.flops`` of the unlearning stage, docs/metrics.md §5), a step is
+    taken only if the FLOPs spent so far (the fit's steps and whatever the stage counted before it) plus that step's
+    own stay at most the limit; its cost is known before it runs, its shape being counted the first time it is seen.
+    The first step that would cross the limit is not taken and ends the fit, even if a later, smaller batch would
+    still fit: ``budget_stop`` is the number of steps taken. The counting draws no random number and leaves the
+    weights alone, so a stopped fit is the unlimited fit's first ``budget_stop`` steps, bit for bit.
+
     Args:
         model: the network being trained (its weights are the stage's result).
         epochs: training epochs; 0 means no training loop.
@@ -110,11 +127,15 @@ class Stage(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # Per-step bookkeeping lives in one plain dict: assigning attributes of an nn.Module runs Module.__setattr__,
         # whose type checks cost more than a tiny model's step.
-        self._tally = {"steps": 0, "epoch_steps": 0, "epoch_loss": 0.0, "diverged_step": None}
+        self._tally = {"steps": 0, "epoch_steps": 0, "epoch_loss": 0.0, "diverged_step": None, "budget_stop": None,
+                       "spent": 0}
         self._snapshot: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # (copies, live tensors)
         self._direct = None  # (optimizer, step progress) while a fit takes the direct step, see the class doc
         self.clock, self.tally, self.hardware = Clock(), PassTally(), None
+        self.flop_limit: int | None = None  # see "Budget" in the class doc
+        self._step_flops: dict = {}  # FLOPs of one step per batch signature, while a budget is set
 
+    planned_steps: int = 0  # optimizer steps the fit is to take, where the stage knows them (Unlearner.unlearn)
     # Optimizer steps per Lightning batch (see data.batches.Chunks): the same steps on the same batches in the same
     # order whatever its value; larger values pay Lightning's per-batch cost less often, callbacks see fewer batches.
     steps_per_batch: int = 8
@@ -124,12 +145,32 @@ class Stage(L.LightningModule):
         return Chunks(batches, self.steps_per_batch)
 
     def training_step(self, chunk: list, batch_idx: int) -> None:
-        record = self.tally.record
+        record, limited = self.tally.record, self.flop_limit is not None
         for batch in chunk:
+            if limited and not self.affordable(batch):
+                break
             record(self.counted_step, (batch,))
             self.train_step(batch)
             if self.diverged:
                 break
+
+    def affordable(self, batch) -> bool:
+        """Whether the step on ``batch`` fits in what ``flop_limit`` leaves; if not, the fit stops here for good
+        (``budget_stop``). A new batch shape is counted off the clock, as ``on_train_end`` counts it."""
+        tally = self._tally
+        if tally["budget_stop"] is not None:
+            return False
+        shape = signature((batch,))
+        if shape not in self._step_flops:
+            with self.clock.paused():
+                self._step_flops[shape] = flops_of(self, self.counted_step, batch)
+        cost = self._step_flops[shape]
+        if tally["spent"] + cost <= self.flop_limit:
+            tally["spent"] += cost
+            return True
+        tally["budget_stop"] = tally["steps"]
+        self.trainer.should_stop = True
+        return False
 
     def loss(self, batch) -> torch.Tensor:
         """One optimizer step's loss on ``batch``."""
@@ -192,6 +233,8 @@ class Stage(L.LightningModule):
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         self._direct = (self.optimizers().optimizer, progress) if self._step_hooks_are_no_ops() else None
         self.hardware = hardware(self.device, self.trainer.precision)
+        if self.flop_limit is not None:  # what the stage counted before its fit (one-shot passes) is spent already
+            self._tally.update(spent=self.tally.flops, budget_stop=None)
         self.clock.start()  # last: the fit's own set-up is not the stage's work
 
     def _step_hooks_are_no_ops(self) -> bool:
@@ -257,6 +300,22 @@ class Stage(L.LightningModule):
     def steps_taken(self) -> int:
         """Optimizer steps taken so far (skipped non-finite steps not counted)."""
         return self._tally["steps"]
+
+    def budget_facts(self, fraction: float, gold_flops: int) -> dict[str, Any]:
+        """What ``flop_limit``, ``fraction`` of ``gold_flops`` (the gold model's training FLOPs), did: the FLOPs spent
+        and their fraction; the steps taken when it stopped the fit (``stopped_at_step``; None: it never did) and
+        those planned; whether work counted outside the fit (one-shot passes, which run whole) went past it
+        (``over_budget``); whether either happened (``exhausted``). results.json's ``stages.unlearn.budget``."""
+        spent, stop = self.tally.flops, self.budget_stop
+        over = spent > self.flop_limit
+        return {"flops_fraction": fraction, "gold_flops": gold_flops, "flops_limit": self.flop_limit,
+                "flops_spent": spent, "spent_fraction": spent / gold_flops, "stopped_at_step": stop,
+                "planned_steps": self.planned_steps, "over_budget": over, "exhausted": over or stop is not None}
+
+    @property
+    def budget_stop(self) -> int | None:
+        """The steps taken when the next one would have crossed ``flop_limit`` (the fit stopped there), or None."""
+        return self._tally["budget_stop"]
 
     @property
     def diverged_step(self) -> int | None:

@@ -3,22 +3,30 @@ it was trained, perhaps on another machine or under another load, so its recipe 
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
 
 from mu_lightning.stages.classifier import ClassifierModule
 
-CALIBRATION_STEPS, CALIBRATION_SECONDS = 300, 1.0  # the most a calibration of the gold recipe runs
+# A calibration of the gold recipe: the first WARMUP_BATCHES Lightning batches are not timed (lazy set-up, caches,
+# the allocator); then at least MIN_BATCHES are, until the median seconds per step of the timed batches moves by at
+# most SETTLED (relative) over the last SETTLE_WINDOW batches; never longer than CALIBRATION_SECONDS nor beyond the
+# gold recipe itself (its epochs).
+WARMUP_BATCHES, MIN_BATCHES, SETTLE_WINDOW, SETTLED = 1, 6, 3, 0.05
+CALIBRATION_SECONDS = 5.0
 
 
 def gold_timing(facts: dict[str, Any], probe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Where the gold time of ``unlearn/speedup`` comes from: a gold model trained in this run is its own measure;
-    for one from the stage cache, ``probe()`` (a ``calibration`` of its recipe) is run and scaled to the gold's step
-    count."""
+    for one from the stage cache, ``probe()`` (a ``calibration`` of its recipe) is run and its median seconds per
+    step scaled to the gold's step count."""
     if not facts.get("cache_hit") or facts.get("fit_seconds") is None:  # trained here, or made elsewhere
         return {"source": "trained in this run" if facts.get("fit_seconds") is not None else "unknown",
                 "comparable_fit_seconds": facts.get("fit_seconds")}
@@ -28,13 +36,58 @@ def gold_timing(facts: dict[str, Any], probe: Callable[[], dict[str, Any]]) -> d
     return {"source": "stage cache (fit_seconds as recorded when it was trained)", "recorded_hardware": recorded,
             "hardware_now": measured["hardware"], "same_hardware": recorded == measured["hardware"],
             "calibration": measured,
-            "comparable_fit_seconds": measured["seconds"] / max(measured["steps"], 1) * facts["steps"]}
+            "comparable_fit_seconds": measured["step_seconds"] * facts["steps"]}
+
+
+class StepTimer(Callback):
+    """Seconds per optimizer step of each Lightning batch after the warm-up, from the end of one batch to the end of
+    the next (so the work between batches, epoch ends included, is in them); stops the fit once their median has
+    settled (see the module's constants)."""
+
+    def __init__(self) -> None:
+        self.per_step: list[float] = []
+        self.medians: list[float] = []
+        self.seconds, self.steps, self.warmup_steps, self._batches = 0.0, 0, 0, 0
+        self._last: tuple[float, int] | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now, steps = time.perf_counter(), pl_module.steps_taken
+        self._batches += 1
+        if self._batches <= WARMUP_BATCHES:
+            self.warmup_steps = steps
+        elif self._last is not None and steps > self._last[1]:
+            seconds, done = now - self._last[0], steps - self._last[1]
+            self.per_step.append(seconds / done)
+            self.seconds, self.steps = self.seconds + seconds, self.steps + done
+            self.medians.append(statistics.median(self.per_step))
+            if self.settled:
+                trainer.should_stop = True
+        self._last = (now, steps)
+
+    @property
+    def settled(self) -> bool:
+        recent = self.medians[-SETTLE_WINDOW:]
+        return (len(self.per_step) >= MIN_BATCHES and len(recent) == SETTLE_WINDOW
+                and max(recent) <= (1 + SETTLED) * min(recent))
 
 
 def calibration(module: ClassifierModule, batches: Iterable, make_trainer: Callable[..., L.Trainer]) -> dict[str, Any]:
     """Time the gold recipe on this machine now: ``module`` (a fresh model with the gold's recipe) fit on D_r's
-    ``batches`` for ``CALIBRATION_STEPS`` steps or ``CALIBRATION_SECONDS`` (checked after each Lightning batch),
-    whichever is less; ``make_trainer(max_epochs, **limits)`` builds the stage's Trainer."""
-    trainer = make_trainer(module.epochs, max_steps=CALIBRATION_STEPS, max_time=timedelta(seconds=CALIBRATION_SECONDS))
+    ``batches`` as the gold model was, timed by ``StepTimer``; ``make_trainer(max_epochs, **kwargs)`` builds the
+    stage's Trainer. ``step_seconds`` is the median seconds per step of the timed batches, ``spread`` their
+    interquartile range over that median; a recipe too short for a timed batch after the warm-up is timed whole."""
+    timer = StepTimer()
+    trainer = make_trainer(module.epochs, callbacks=[timer], max_time=timedelta(seconds=CALIBRATION_SECONDS))
     trainer.fit(module, train_dataloaders=module.chunks(batches))
-    return {"steps": module.steps_taken, "seconds": module.clock.seconds, "hardware": module.hardware}
+    if timer.per_step:
+        per = timer.per_step
+        q1, _, q3 = statistics.quantiles(per, n=4) if len(per) > 1 else (per[0], None, per[0])
+        step_seconds = statistics.median(per)
+        timed = {"steps": timer.steps, "seconds": timer.seconds, "batches": len(per), "warmup_steps":
+                 timer.warmup_steps, "settled": timer.settled, "spread": (q3 - q1) / step_seconds,
+                 "step_seconds_quartiles": [q1, q3]}
+    else:  # nothing after the warm-up: the whole fit, warm-up included
+        step_seconds = module.clock.seconds / max(module.steps_taken, 1)
+        timed = {"steps": module.steps_taken, "seconds": module.clock.seconds, "batches": 0, "warmup_steps": 0,
+                 "settled": False, "spread": None, "step_seconds_quartiles": None}
+    return {**timed, "step_seconds": step_seconds, "hardware": module.hardware}

@@ -60,14 +60,18 @@ def tensorboard_logger(run: StageRun, save_dir: str, name: str = "tensorboard") 
 
 @configurable
 def wandb_logger(run: StageRun, save_dir: str, project: str, group: str | None = None, mode: str | None = None,
-                 init_timeout: float = 15.0, log_checkpoints: bool = False) -> Logger:
+                 init_timeout: float = 15.0, log_checkpoints: bool = False, entity: str | None = None,
+                 notes: str | None = None, tags: list[str] | None = None, config: dict | None = None) -> Logger:
     """A W&B run per stage: ``job_type`` = the stage, ``group`` = the sweep (or the single run), name, config and
     tags from ``run``. Offline unless ``mode`` or ``WANDB_MODE`` says so.
 
-    ``group`` defaults to ``default_group``. Online mode with an API key and no network makes the client wait
-    ~100 s (docs/design.md, "W&B"); here init is bounded by ``init_timeout`` and falls back to offline with a
-    warning, so a run never hangs on the network. ``log_checkpoints`` is acted on at the end of the run, by
-    ``log_results`` (see ``checkpoint_artifact``).
+    ``entity`` (your team or user name), ``notes``, more ``tags`` and more ``config`` are passed to ``wandb.init``;
+    the host and the API key come only from your own environment (``wandb login``, ``WANDB_BASE_URL``), never from
+    a config. ``group`` defaults to ``default_group``. Each stage's W&B run is its own (``reinit="create_new"``): a
+    stage trained while another is open (the extra gold seeds of ``metric=full``) never finishes that one or logs
+    into it. Online mode with an API key and no network makes the client wait ~100 s (docs/design.md, "W&B"); here
+    init is bounded by ``init_timeout`` and falls back to offline with a warning, so a run never hangs on the
+    network. ``log_checkpoints`` is acted on at the end of the run, by ``log_results`` (see ``checkpoint_artifact``).
     """
     import wandb
     from lightning.pytorch.loggers import WandbLogger
@@ -77,15 +81,11 @@ def wandb_logger(run: StageRun, save_dir: str, project: str, group: str | None =
     group = group or default_group(save_dir)
 
     def make(m: str) -> WandbLogger:
-        logger = WandbLogger(project=project, group=group, name=run.name, job_type=run.stage, tags=list(run.tags),
-                             save_dir=save_dir, mode=m, reinit="finish_previous", config=run.config,
-                             settings=wandb.Settings(init_timeout=init_timeout, silent=True))
-        # Lightning passes anonymous=None to wandb.init, and any value, None included, makes wandb warn "The
-        # anonymous setting has no effect"; leaving the key out is wandb's own default
-        logger._wandb_init.pop("anonymous", None)
-        if m == "online":
-            logger.experiment  # noqa: B018 - starts the run now, so a network failure shows here
-        return logger
+        experiment = wandb.init(project=project, entity=entity, group=group, name=run.name, job_type=run.stage,
+                                tags=[*run.tags, *(tags or [])], notes=notes, dir=save_dir, mode=m,
+                                reinit="create_new", config={**run.config, **(config or {})},
+                                settings=wandb.Settings(init_timeout=init_timeout, silent=True))
+        return WandbLogger(experiment=experiment, project=project, save_dir=save_dir)
 
     return bounded(make, mode)
 

@@ -239,11 +239,11 @@ class Unlearner(Stage, metaclass=_Method):
             self.model.eval()
 
     def run(self, data: UnlearningDataModule, make_trainer: Callable[[int], L.Trainer], seed: int,
-            monitors: Iterable = ()) -> tuple[dict[str, Any], float]:
+            monitors: Iterable = (), flop_limit: int | None = None) -> tuple[dict[str, Any], float]:
         """``unlearn`` timed: the facts results.json records for the stage, and its seconds: the method's own
-        (``Stage.clock``), without the Trainer, loggers, FLOP counting or the time the ``monitors`` (``StageMonitor``
-        callbacks) spent, which make ``overhead_seconds`` and ``monitoring_seconds``."""
-        monitors = list(monitors)
+        (``Stage.clock``), without the Trainer, loggers, FLOP counting or the ``monitors``' time (``StageMonitor``
+        callbacks: ``overhead_seconds``, ``monitoring_seconds``); ``flop_limit``: no step past it (``Stage``)."""
+        monitors, self.flop_limit = list(monitors), flop_limit
         self.clock.exclude(monitors)  # trajectory logging is not unlearning work
         t0 = time.perf_counter()
         self.unlearn(data, make_trainer, seed=seed)

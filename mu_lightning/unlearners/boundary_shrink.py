@@ -1,28 +1,53 @@
 """Boundary Shrink: relabel each forget sample with its nearest wrong class (Chen et al., CVPR 2023, §3.2)."""
 
+import math
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
+from mu_lightning.errors import ConfigError
 from mu_lightning.unlearners.base import Pass, Unlearner
+
+
+def check_range(input_range) -> tuple[float, float] | None:
+    """``input_range`` as ``(low, high)`` with low < high, or None; ConfigError otherwise."""
+    if input_range is None:
+        return None
+    values = list(input_range) if isinstance(input_range, Iterable) and not isinstance(input_range, str) else [
+        input_range]
+    try:
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):  # not two numbers
+        low = high = math.nan
+    if not low < high:  # NaN compares false too
+        raise ConfigError(f"unlearner.input_range={values} must be [low, high] with low < high, or null for no clamp")
+    return low, high
 
 
 class BoundaryShrink(Unlearner):
     """Fine-tune on D_f towards y* = argmax f_o(x'), where x' is an FGSM step of size ``eps`` on the frozen M
     (SalUn ``boundary_sh.py``): the neighbour class across the nearest decision boundary.
 
-    The step is taken in pixel space, as both references do: on standardised data (``Samples.pixel_stats``) x is
-    mapped back to pixels with the dataset's mean and std, stepped by ``eps`` pixel units, clamped to
-    ``input_range`` and rounded to 1/255 steps, then standardised again (the Boundary Unlearning code's
-    ``adv_generator.py`` clamper). Data without ``pixel_stats`` are taken as pixels already. ``input_range: null``
-    skips the clamp and the rounding (inputs that are not images). Reads: forget only.
+    The step is taken in the space the dataset's values were read in, pixels for images, as both references do: on
+    standardised data (``Samples.pixel_stats``) x is mapped back with the dataset's mean and std, stepped by ``eps``,
+    clamped to ``input_range`` and rounded to multiples of 1/``pixel_levels``, then standardised again (the Boundary
+    Unlearning code's ``adv_generator.py`` clamper: [0, 1] and 1/255 for 8-bit images). Both default to what the
+    dataset declares (``dataset.input_range``, ``dataset.pixel_levels``); ``null`` skips the clamp or the rounding,
+    so inputs that are not pixels (a tensor file, the synthetic mixture) are stepped and nothing else. Reads: forget
+    only.
     """
 
     reads = ("forget",)
     needs_frozen_original = True
 
-    def __init__(self, model, eps: float = 0.1, input_range: tuple[float, float] | None = (0.0, 1.0), **kwargs):
+    def __init__(self, model, eps: float = 0.1, input_range: list[float] | None = None, pixel_levels: int | None = None,
+                 **kwargs):
         super().__init__(model, **kwargs)
-        self.eps, self.input_range = float(eps), input_range
+        self.eps, self.input_range, self.pixel_levels = float(eps), check_range(input_range), pixel_levels
+        if pixel_levels is not None and not pixel_levels > 0:
+            raise ConfigError(f"unlearner.pixel_levels={pixel_levels} must be a positive integer (8-bit images: 255) "
+                              "or null for no rounding")
 
     def pixel_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The dataset's per-channel (mean, std) shaped to broadcast over ``like`` ([N, C, ...]), or None."""
@@ -39,7 +64,9 @@ class BoundaryShrink(Unlearner):
         pixels = x if stats is None else x * stats[1] + stats[0]
         adv = pixels + self.eps * grad_sign  # std > 0: the sign of the pixel gradient is that of the input gradient
         if self.input_range is not None:
-            adv = torch.round(adv.clamp(*self.input_range) * 255) / 255
+            adv = adv.clamp(*self.input_range)
+        if self.pixel_levels is not None:
+            adv = torch.round(adv * self.pixel_levels) / self.pixel_levels
         return adv if stats is None else (adv - stats[0]) / stats[1]
 
     def neighbour_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,9 @@
 """CF-k: catastrophic forgetting of the last k blocks (Goel et al., "Towards Adversarial Evaluation of Machine
 Unlearning", 2022, §4; SCRUB's notebooks)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from torch import nn
 
 from mu_lightning.errors import ConfigError
@@ -28,6 +31,12 @@ class CFk(Unlearner):
 
     The head (the last block) counts as one of the k; ``train_head: false`` leaves it at M's weights, so on
     ResNet-18 ``k: 2, train_head: false`` trains layer4 alone, as the SCRUB notebook's CF-k does.
+
+    While it unlearns, every parameter outside the trained blocks has ``requires_grad`` off (and back as it was
+    afterwards): the frozen prefix then runs without autograd, its features reach the first trained block detached,
+    and a step's backward pass, hence its FLOPs and time, covers the trained blocks (and what lies after them) only.
+    The trained weights are those of a backward pass through the whole network, which gives frozen weights gradients
+    nobody uses.
     """
 
     reads = ("retain",)
@@ -53,6 +62,23 @@ class CFk(Unlearner):
 
     def trainable_parameters(self):
         return (p for m in self.tail for p in m.parameters() if p.requires_grad)
+
+    def unlearn(self, data, make_trainer, seed: int) -> None:
+        with self.untrained_frozen():
+            super().unlearn(data, make_trainer, seed)
+
+    @contextmanager
+    def untrained_frozen(self) -> Iterator[None]:
+        """Inside, the parameters outside the trained blocks need no gradient (see the class doc)."""
+        tail = {id(p) for m in self.tail for p in m.parameters()}
+        frozen = [p for p in self.model.parameters() if p.requires_grad and id(p) not in tail]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
 
     def passes(self, epoch):
         return (Pass("retain"),)

@@ -17,7 +17,8 @@ class EUk(CFk):
     ``reinit: fresh`` draws new weights (and resets normalisation statistics); ``reinit: original_init`` puts back
     the weights M itself started from (the SCRUB notebook loads M's initial checkpoint), drawn again from the
     original's seed by the pipeline (``initial_weights``), and keeps M's normalisation statistics. That start is
-    shared by M and the gold model but holds nothing trained: the gold model stays out of reach.
+    shared by M and the gold model but holds nothing trained: the gold model stays out of reach. As in CF-k, the
+    blocks before the reset ones run without autograd while it trains (``CFk.untrained_frozen``).
     """
 
     def __init__(self, model, reinit: str = "fresh", **kwargs):

@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from mu_lightning.tracking.report.runs import (  # noqa: E402
     LEVEL,
@@ -37,12 +39,17 @@ SPEED = ("flop_speedup", "speedup", "train_seconds")  # the order reports show c
 NAMES = {"forget_acc": "forget acc", "retain_acc": "retain acc", "test_acc": "test acc", "avg_gap": "Avg. Gap",
          "mia_loss_auc": "loss-MIA AUC", "flop_speedup": "FLOP speed-up (×)", "speedup": "speed-up (×)",
          "train_seconds": "seconds"}
+# a method whose runs carry a warning about it (``Row.warned``: no effect, damaged, ...): hollow or hatched, and "!"
+WARNED = "hollow / hatched, !: a warning on the method\n(summary.md, warnings column)"
+WARNED_TEXT = {"xytext": (5, 2), "textcoords": "offset points", "fontweight": "bold", "fontsize": 11,
+               "color": "#c00000"}
 
 
 def colours(labels: Iterable[str]) -> dict[str, str]:
-    """Each catalogue method's fixed colour (tab10, then Dark2: 18 colours for 18 methods); a label outside the
-    catalogue (a hyperparameter variant, your own method) gets one of tab20b, in sorted order."""
-    palette = [to_hex(c) for c in (*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors)]
+    """Each catalogue method's fixed colour, by its place in the catalogue (tab10, Dark2, then Set1: 27 distinct
+    colours); a label outside the catalogue (a hyperparameter variant, your own method) gets one of tab20b, in sorted
+    order."""
+    palette = list(dict.fromkeys(to_hex(c) for name in ("tab10", "Dark2", "Set1") for c in plt.get_cmap(name).colors))
     extra = [to_hex(c) for c in plt.get_cmap("tab20b").colors]
     labels = set(labels)
     fixed = {m: palette[i % len(palette)] for i, m in enumerate(catalogue()) if m in labels}
@@ -51,11 +58,13 @@ def colours(labels: Iterable[str]) -> dict[str, str]:
 
 def write_all(summary: Summary, out: Path) -> tuple[list[Path], list[str]]:
     """Write every figure the summary allows into ``out``; returns their paths and notes on the ones skipped."""
+    from mu_lightning.tracking.report import budget  # the quality-vs-compute figure, when runs have a budget
+
     colour = colours(r.labels["unlearner"] for r in summary.rows if not r.gold)
     bars = "objective.png" if summary.objective else "avg_gap.png"
     figures, notes = [], []
     for name, draw in (("forget_vs_acc.png", forget_vs_acc), (bars, gap_bars), ("time.png", times),
-                       ("trajectory.png", trajectory)):
+                       ("trajectory.png", trajectory), *budget.figures(summary)):
         fig = draw(summary, colour)
         if isinstance(fig, str):
             notes.append(f"{name} skipped: {fig}")
@@ -63,7 +72,7 @@ def write_all(summary: Summary, out: Path) -> tuple[list[Path], list[str]]:
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         figures.append(out / name)
-    return figures, notes
+    return figures, notes + budget.notes(summary)
 
 
 def forget_vs_acc(summary: Summary, colour: dict[str, str]):
@@ -81,10 +90,10 @@ def forget_vs_acc(summary: Summary, colour: dict[str, str]):
                 _point(ax, gold, x, GOLD, "*", "gold (retrained)")
             for row in rows:
                 if row.mean(x) is not None and row.mean("forget_acc") is not None:
-                    _point(ax, row, x, colour[row.labels["unlearner"]], "o", row.labels["unlearner"])
+                    _point(ax, row, x, colour[row.labels["unlearner"]], "o", row.labels["unlearner"], row.warned)
             ax.set(xlabel=NAMES[x], ylabel=NAMES["forget_acc"], title=_title(setting, rows))
             ax.grid(alpha=0.3)
-    _legend(fig)
+    _legend(fig, any(r.warned for r in summary.rows))
     fig.suptitle(f"forget vs retain and test accuracy: mean and {_ci()} over seeds")
     return fig
 
@@ -100,13 +109,21 @@ def gap_bars(summary: Summary, colour: dict[str, str]):
     for (ax,), (setting, _, rows) in zip(axes, settings, strict=True):
         labels = [r.labels["unlearner"] for r in rows]
         extents = _extents([_extent(r, col, 0.0 if "gap" in col else -math.inf, math.inf) for r in rows])
-        ax.barh(labels, [r.mean(col) for r in rows], xerr=extents, capsize=3, color=[colour[x] for x in labels])
+        bars = ax.barh(labels, [r.mean(col) for r in rows], xerr=extents, capsize=3,
+                       color=[colour[x] for x in labels])
+        for bar, row in zip(bars, rows, strict=True):
+            if row.warned:
+                bar.set(hatch="//", edgecolor="white")
+                ax.annotate("!", (bar.get_width(), bar.get_y() + bar.get_height() / 2), **WARNED_TEXT)
         ax.invert_yaxis()  # first row on top
         ax.set(xlabel=NAMES.get(col, col) + " (lower is closer to gold)" * ("gap" in col),
                title=_title(setting, rows))
         ax.grid(axis="x", alpha=0.3)
     what = f"search objective {col}" if summary.objective else "Avg. Gap to gold"
     fig.suptitle(f"{what}: mean and {_ci()} over seeds")
+    if any(r.warned for _, _, rows in settings for r in rows):
+        fig.legend([Patch(facecolor="0.6", edgecolor="white", hatch="//")], [WARNED], loc="outside lower center",
+                   fontsize=8)
     return fig
 
 
@@ -192,7 +209,7 @@ def _grid(rows: int, cols: int, size: tuple[float, float]):
 def _title(setting: tuple[str, ...], rows: list[Row]) -> str:
     ns = sorted({r.n for r in rows})
     n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-    return f"{' / '.join(setting)}\nn = {n}"
+    return f"{' / '.join(filter(None, setting))}\nn = {n}"  # no empty budget label
 
 
 def _ci() -> str:
@@ -220,18 +237,23 @@ def _extents(spans: list[tuple[float, float] | None]) -> list[list[float]] | Non
     return [[s[0] if s else 0.0 for s in spans], [s[1] if s else 0.0 for s in spans]]
 
 
-def _point(ax, row: Row, x: str, colour: str, marker: str, label: str) -> None:
+def _point(ax, row: Row, x: str, colour: str, marker: str, label: str, warned: bool = False) -> None:
+    """One row's mean with its intervals; ``warned``: a hollow marker and a "!" beside it (``WARNED``)."""
     xerr, yerr = _extent(row, x, 0.0, 1.0), _extent(row, "forget_acc", 0.0, 1.0)
     ax.errorbar(row.mean(x), row.mean("forget_acc"), xerr=None if xerr is None else [[xerr[0]], [xerr[1]]],
                 yerr=None if yerr is None else [[yerr[0]], [yerr[1]]], fmt=marker, ms=13 if marker == "*" else 7,
-                capsize=3, color=colour, label=label)
+                capsize=3, color=colour, label=label, mfc="white" if warned else colour)
+    if warned:
+        ax.annotate("!", (row.mean(x), row.mean("forget_acc")), **WARNED_TEXT)
 
 
-def _legend(fig) -> None:
-    """One legend for the figure, each label once, outside the panels."""
+def _legend(fig, warned: bool = False) -> None:
+    """One legend for the figure, each label once, outside the panels; ``warned`` adds what a hollow marker means."""
     handles = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
+    if warned:
+        handles[WARNED] = Line2D([], [], marker="o", ls="", color="0.4", mfc="white")
     fig.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize=8)
 

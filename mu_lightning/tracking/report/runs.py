@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,9 +29,12 @@ KNOWN = ("forget_acc", "retain_acc", "test_acc", "avg_gap", "mia_efficacy", "flo
 # keys that do not change what a run computes: never part of a row's identity
 IGNORED = ("paths.", "logger.", "callbacks.", "metric.", "cache", "threads", "tags", "task_name", "extras.",
            "save_unlearned")
-LABELS = ("dataset", "model", "forget", "unlearner")
+LABELS = ("dataset", "model", "forget", "budget", "unlearner")  # all but the unlearner: the setting
 LEVEL = 0.95  # the confidence level of every interval in the tables and figures
 TRAJECTORY = ("forget_acc", "retain_acc", "mia_loss_auc")  # the trajectory/ keys callbacks/forget_retain.py logs
+# the kinds of results.json's warnings (docs/metrics.md §9) that concern the setting, not the unlearner: the gold row
+# shows these alone, and the figures mark a method only for the others ("no effect", "damaged", ...)
+SETTING_WARNINGS = ("original does not memorise", "uninformative attack")
 
 
 def catalogue() -> tuple[str, ...]:
@@ -69,6 +73,7 @@ class Run:
     tuning: str = ""
     objective: str = ""  # the unlearn metric a hyperparameter search minimised or maximised
     direction: str = "minimize"
+    warnings: list[str] = field(default_factory=list)  # results.json's findings (docs/metrics.md §9)
 
 
 @dataclass
@@ -97,9 +102,28 @@ class Row:
     def n(self) -> int:
         return len(self.runs)
 
+    def warning_counts(self) -> dict[str, int]:
+        """How many of the row's runs carry each kind of warning (``warning_kind``), in order of first appearance;
+        the gold row counts only the SETTING_WARNINGS."""
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            for kind in dict.fromkeys(map(warning_kind, run.warnings)):
+                if not self.gold or kind in SETTING_WARNINGS:
+                    counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def warning_text(self) -> str:
+        """The warnings cell: ``no effect (3/3); damaged (1/3)``, empty without any."""
+        return "; ".join(f"{kind} ({k}/{self.n})" for kind, k in self.warning_counts().items())
+
     @property
-    def setting(self) -> tuple[str, str, str]:
-        return tuple(self.labels[k] for k in LABELS[:3])
+    def warned(self) -> bool:
+        """Whether a run of this unlearner row carries a warning about the method itself (not SETTING_WARNINGS)."""
+        return not self.gold and any(kind not in SETTING_WARNINGS for kind in self.warning_counts())
+
+    @property
+    def setting(self) -> tuple[str, ...]:
+        return tuple(self.labels[k] for k in LABELS[:-1])
 
 
 @dataclass
@@ -158,7 +182,7 @@ def aggregate(paths: list[Path], notes: list[str] = ()) -> Summary:
     rows: dict[tuple, Row] = {}
     golds_seen: set[tuple] = set()
     for rec in records:
-        setting = tuple(rec.labels[k] for k in LABELS[:3])
+        setting = tuple(rec.labels[k] for k in LABELS[:-1])
         gold = rows.setdefault((setting, ""), Row(dict(zip(LABELS, (*setting, "gold"), strict=True)), gold=True))
         if (setting, rec.gold_id) not in golds_seen:
             golds_seen.add((setting, rec.gold_id))
@@ -192,6 +216,13 @@ def _order(row: Row, objective: str, direction: str) -> tuple:
 
 
 
+
+
+def warning_kind(message: str) -> str:
+    """The tag a warning starts with, after a ``request2: `` label (``"no effect: M_u's …"`` → ``no effect``:
+    mu_lightning/metrics/warnings.py ``KINDS``); ``other`` for an untagged one (results of older versions)."""
+    found = re.match(r"(?:request\d+: )?([a-z][a-z ]*[a-z]): ", message)
+    return found.group(1) if found else "other"
 
 
 def read_trajectory(run: Path) -> dict[str, dict[int, float]]:
@@ -232,7 +263,7 @@ def _record(run: Path) -> Run:
                {k: v for k, v in flat.items() if _is_seed(k)},
                stages.get("gold", {}).get("cache_key") or str(run), str(res.get("tuning") or cfg.get("tuning") or ""),
                objective.split("/", 1)[1] if objective.startswith("unlearn/") else "",
-               hydra.get("direction", "minimize"))
+               hydra.get("direction", "minimize"), [str(w) for w in res.get("warnings") or []])
 
 
 def _labels(cfg: dict, choices: dict[str, str], stages: dict, dropped: list[int] = ()) -> dict[str, str]:
@@ -244,8 +275,15 @@ def _labels(cfg: dict, choices: dict[str, str], stages: dict, dropped: list[int]
         label = f"{label[:-1]}; test without {list(dropped)})"
     return {"dataset": str(cfg.get("dataset", {}).get("name", choices.get("dataset", "?"))),
             "model": choices.get("model") or str(cfg.get("model", {}).get("_target_", "?")).rsplit(".", 1)[-1],
-            "forget": label,
+            "forget": label, "budget": budget_label(cfg),
             "unlearner": choices.get("unlearner") or stages.get("unlearn", {}).get("method", "?")}
+
+
+def budget_label(cfg: dict) -> str:
+    """The run's compute budget (``budget.flops``, docs/metrics.md §5), part of its row's setting, so rows at different
+    budgets are never compared; "" without one."""
+    fraction = (cfg.get("budget") or {}).get("flops")
+    return "" if fraction is None else f"{fraction:g}× gold FLOPs"
 
 
 def _is_seed(key: str) -> bool:

@@ -51,13 +51,15 @@ def markdown(summary: Summary, marked: dict[str, dict[int, str]]) -> str:
     other = [c for c in summary.columns if c not in main]
     lines = []
     for cols in (main, other) if other else (main,):
-        lines += [*_md_table(summary, marked, cols), ""]
+        lines += [*_md_table(summary, marked, cols, warnings=cols is main), ""]
     n_runs = len({id(run) for row in summary.rows if not row.gold for run in row.runs})
     lines.append(f"{n_runs} runs. Cells: mean ± half-width of the {LEVEL:.0%} Student-t interval of the mean over "
                  "n seeds (t · s / √n); with n = 1, the single value and no interval. **Bold**: best in its "
                  "setting, its interval clear of the runner-up's; †: best or tied with it, intervals overlapping. "
                  "Best is closest to gold for accuracies and MIA, lowest for gaps, costs and distances to gold, "
-                 "highest for speed-ups and agreement (docs/tracking.md, \"Sweep summaries\").")
+                 "highest for speed-ups and agreement (docs/tracking.md, \"Sweep summaries\"). warnings: the kinds of "
+                 "finding in the runs' results.json and how many of the row's runs carry each (docs/metrics.md §9); "
+                 "the gold row shows the ones about the setting.")
     ns = sorted({row.n for row in summary.rows if row.n > 1})
     if ns:
         lines[-1] += " t = " + ", ".join(f"{_t(n):.2f} for n = {n}" for n in ns) + "."
@@ -68,10 +70,12 @@ def markdown(summary: Summary, marked: dict[str, dict[int, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _md_table(summary: Summary, marked: dict[str, dict[int, str]], columns: list[str]) -> list[str]:
+def _md_table(summary: Summary, marked: dict[str, dict[int, str]], columns: list[str],
+              warnings: bool = False) -> list[str]:
+    """One Markdown table of ``columns``; ``warnings`` adds the rows' warnings as the last column."""
     labels = _shown_labels(summary)
     tuning = ["tuning"] * any(r.tuning for r in summary.rows)
-    head = [*labels, *tuning, "n", *columns]
+    head = [*labels, *tuning, "n", *columns, *["warnings"] * warnings]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if h in columns or h == "n" else "---"
                                                           for h in head) + "|"]
     for i, row in enumerate(summary.rows):
@@ -79,6 +83,7 @@ def _md_table(summary: Summary, marked: dict[str, dict[int, str]], columns: list
         for col in columns:
             text, mark = _fmt(row.mean(col), row.half(col)), marked.get(col, {}).get(i)
             cells.append(f"**{text}**" if mark == "best" else f"{text} †" if mark == "tie" else text)
+        cells += [row.warning_text()] * warnings
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -95,8 +100,9 @@ def _score(col: str, gold: float | None):
 
 
 def _shown_labels(summary: Summary) -> list[str]:
-    """Dataset and model columns only when they vary; forget and unlearner always."""
-    return [k for k in LABELS if k in ("forget", "unlearner") or len({r.labels[k] for r in summary.rows}) > 1]
+    """Dataset and model columns only when they vary, budget when a run has one; forget and unlearner always."""
+    return [k for k in LABELS if k in ("forget", "unlearner") or len({r.labels[k] for r in summary.rows}) > 1
+            or (k == "budget" and any(r.labels[k] for r in summary.rows))]
 
 
 def _fmt(mean: float | None, half: float | None) -> str:
@@ -114,20 +120,20 @@ def _shown_path(path: Path) -> str:
 
 def write_csv(summary: Summary, marked: dict[str, dict[int, str]], path: Path) -> None:
     """Per row: labels, tuning, n, then mean, std and ci95 (the half-width) of every column, the columns where it
-    is best or tied, and its runs' seeds and directories (``;`` between runs). Seeds are the keys that vary across
-    the summary's runs (``seed`` when none does)."""
+    is best or tied, its warnings (``Row.warning_text``), and its runs' seeds and directories (``;`` between runs).
+    Seeds are the keys that vary across the summary's runs (``seed`` when none does)."""
     runs = [run for row in summary.rows for run in row.runs]
     varying = sorted(k for k in {k for r in runs for k in r.seeds} if len({repr(r.seeds.get(k)) for r in runs}) > 1)
     stats = ("mean", "std", "ci95")
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow([*LABELS, "tuning", "n", *(f"{c}_{s}" for c in summary.columns for s in stats), "best", "tied",
-                    "seeds", "runs"])
+                    "warnings", "seeds", "runs"])
         for i, row in enumerate(summary.rows):
             values = [x for c in summary.columns for x in (row.mean(c), row.std(c), row.half(c))]
             flags = [";".join(c for c in summary.columns if marked.get(c, {}).get(i) == m) for m in ("best", "tie")]
             seeds = ";".join(",".join(f"{k}={r.seeds[k]}" for k in varying or ["seed"] if k in r.seeds)
                              for r in row.runs)
             w.writerow([*(row.labels[k] for k in LABELS), row.tuning, row.n, *("" if x is None else x for x in values),
-                        *flags, seeds, ";".join(_shown_path(r.path) for r in row.runs)])
+                        *flags, row.warning_text(), seeds, ";".join(_shown_path(r.path) for r in row.runs)])
 
