@@ -22,13 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mu_lightning.data import Samples, UnlearningDataModule
-from mu_lightning.errors import ConfigError
+from mu_lightning.errors import ConfigError, RunFault
 from mu_lightning.metrics import EvalContext
 from mu_lightning.metrics import evaluate as evaluate_tiers
 from mu_lightning.pipeline import run
+from mu_lightning.runtime.checks import check_numbers
 from mu_lightning.runtime.targets import check_targets
 from mu_lightning.unlearners import Unlearner
-from mu_lightning.weights import load_weights
+from mu_lightning.weights import load_weights, state_problem
 
 __all__ = ["evaluate", "load_weights", "run", "unlearn"]
 
@@ -55,13 +56,21 @@ def unlearn(model: nn.Module, forget: Part, retain: Part, method: str = "finetun
     Trainer arguments. Returns the unlearned model (``model`` is left as it was) and the stage's facts, with
     ``seconds``."""
     node = unlearner_config(method, hyperparameters)
+    _check_finite(model, "model")
     data = TensorData(forget=forget, retain=retain, val=val)
     data.setup()
     L.seed_everything(seed, workers=True, verbose=False)
     unlearner: Unlearner = instantiate(node, model=copy.deepcopy(model))
     facts, seconds = unlearner.run(data, lambda epochs: L.Trainer(**{**TRAINER, **(trainer or {})}, max_epochs=epochs),
                                    seed)
+    if state_problem(unlearner.model.state_dict(), None):  # what the guard did not see: non-finite weights
+        raise RunFault(f"method={method!r} made a model with NaN or infinite weights: lower its learning rate")
     return unlearner.model, {**facts, "seconds": seconds}
+
+
+def _check_finite(model: nn.Module, name: str) -> None:
+    if (problem := state_problem(model.state_dict(), None)) is not None:
+        raise ConfigError(f"{name}: {problem.removeprefix('its ')}; give a model with finite weights")
 
 
 def unlearner_config(method: str, hyperparameters: dict[str, Any]) -> DictConfig:
@@ -77,7 +86,11 @@ def unlearner_config(method: str, hyperparameters: dict[str, Any]) -> DictConfig
     node = OmegaConf.create(OmegaConf.to_container(cfg.unlearner, resolve=True))
     node = OmegaConf.merge(node, OmegaConf.create(hyperparameters))
     check_targets(node)
-    get_class(node._target_).check_options([k for k in node if not str(k).startswith("_")])
+    check_numbers(node, "unlearner")  # finite numbers, integers where the command line wants them (checks.py)
+    method_class = get_class(node._target_)
+    method_class.check_options([k for k in node if not str(k).startswith("_")])
+    method_class.check_option_values({k: v for k, v in OmegaConf.to_container(node).items()
+                                      if not str(k).startswith("_")})
     return node
 
 
@@ -149,4 +162,9 @@ def _tensors(part: Part, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     if len(x) != len(y) or len(y) == 0:
         raise ConfigError(f"{name} has {len(x)} inputs and {len(y)} labels: give one label per input, at least one")
+    if y.is_floating_point() and not bool((y == y.round()).all()) or bool((y < 0).any()):
+        raise ConfigError(f"{name}'s labels must be class indices (integers >= 0), not values such as "
+                          f"{y[(y != y.round()) | (y < 0)][0].item()}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ConfigError(f"{name}'s inputs hold NaN or infinite values")
     return x, y.long()

@@ -62,9 +62,11 @@ def main(cfg: DictConfig) -> float | None:
     return execute(cfg)
 
 
-def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None = None) -> float | None:
-    """``pipeline.run`` on ``cfg`` (after ``prepare``, eval.py's: ``eval_cli.evaluation_config``) with the command
-    line's error handling: a ConfigError exits with code 2, an OSError with 1, both before any training."""
+def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None = None,
+            after: Callable[[dict], None] | None = None) -> float | None:
+    """``pipeline.run`` on ``cfg`` (after ``prepare``, eval.py's: ``eval_cli.evaluation_config``; then ``after`` on
+    the results, eval.py's ``eval_cli.warn_about_checkpoints``) with the command line's error handling: a
+    ConfigError exits with code 2, an OSError with 1, both before any training."""
     from mu_lightning.pipeline import run  # imported here so --help and config errors answer fast
     from mu_lightning.runtime import distributed
     from mu_lightning.tuning import objective as hpo
@@ -76,6 +78,8 @@ def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None 
         console.label_job_logs()  # sweep jobs: "#3 finetune" before each log line
         console.show_config(cfg)  # extras.print_config
         results = run(prepare(cfg) if prepare else cfg)  # None on DDP ranks > 0
+        if after is not None and results is not None:
+            after(results)
         ok = True
         return hpo.objective_value(cfg, results)
     except BaseException as err:  # noqa: BLE001 - Lightning turns Ctrl-C into SystemExit(1); sorted out below

@@ -15,6 +15,7 @@ Two ways in (docs/checkpoints.md):
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from mu_lightning.cli import execute
 from mu_lightning.errors import ConfigError
 from mu_lightning.files import mismatched_files
 from mu_lightning.runtime.command_line import exit_on_unsafe_command_line
+
+log = logging.getLogger(__name__)
 
 # What the command line may change when it evaluates a run again; the rest is the run's own config
 RERUN_OPTIONS = ("metric", "logger", "paths.cache_dir", "threads", "trainer", "extras", "tags")  # none changes a model
@@ -55,7 +58,7 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://mu_lightning.conf", config_name="eval")
 def evaluate(cfg: DictConfig) -> float | None:
-    return execute(cfg, evaluation_config)
+    return execute(cfg, evaluation_config, warn_about_checkpoints)
 
 
 def evaluation_config(cfg: DictConfig) -> DictConfig:
@@ -66,6 +69,26 @@ def evaluation_config(cfg: DictConfig) -> DictConfig:
                               "(a completed run to evaluate again, e.g. with metric=full)")
         return cfg
     return rerun_config(cfg, [o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task])
+
+
+TEST_ABOVE_TRAIN = 0.05  # a model made elsewhere scoring this much better on test than on its training samples
+
+
+def warn_about_checkpoints(results: dict) -> list[str]:
+    """Warnings (logged, and returned) for each model made elsewhere whose test accuracy is implausibly above its
+    accuracy on the samples it was trained on: it was most likely trained on another split, test samples included."""
+    warned = []
+    for stage, option in (("original", "original"), ("gold", "gold"), ("unlearn", "unlearned")):
+        test, train = (results["metrics"].get(f"{stage}/{m}") for m in ("test_acc", "retain_acc"))
+        if results["stages"].get(stage, {}).get("source") == "checkpoint" and None not in (test, train) \
+                and test > train + TEST_ABOVE_TRAIN:
+            warned.append(f"{option}.checkpoint scores {test:.4f} on the test split but only {train:.4f} on the "
+                          "retain samples it was trained on: it was most likely trained on another split, which put "
+                          "test samples in its training set; train it on this run's split_ids.json "
+                          "(docs/checkpoints.md)")
+    for warning in warned:
+        log.warning("warning  %s", warning)
+    return warned
 
 
 def rerun_config(cfg: DictConfig, overridden: list[str]) -> DictConfig:

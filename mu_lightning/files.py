@@ -61,12 +61,12 @@ def check_writable(path: str | os.PathLike, option: str, advice: str) -> None:
 
 
 # what a run writes into its directory (Hydra's own .hydra/ and *.log are its business): set aside before a rerun
-RUN_OUTPUTS = ("results.json", "logits.pt", "unlearned.pt", "*ids*.txt", "csv", "tensorboard", "wandb",
-               "lightning_logs", "previous")
+RUN_OUTPUTS = ("results.json", "logits.pt", "unlearned.pt", "*ids*.txt", "split_ids.json", "csv", "tensorboard",
+               "wandb", "lightning_logs", "previous")
 
 
 # the files results.json records the SHA-256 of (``files``): eval.py run_dir= checks they belong together
-RECORDED = ("unlearned.pt", "logits.pt", "*ids*.txt")
+RECORDED = ("unlearned.pt", "logits.pt", "*ids*.txt", "split_ids.json")
 
 
 def run_digests(run_dir: str | os.PathLike) -> dict[str, str]:
@@ -90,6 +90,10 @@ def set_aside_previous(run_dir: str | os.PathLike) -> Path | None:
     found = sorted({p for pattern in RUN_OUTPUTS for p in root.glob(pattern)})
     if not found:
         return None
+    stuck = [p for p in found if p.is_dir() and not os.access(p, os.W_OK | os.X_OK)]
+    if stuck:  # a folder cannot move to another parent without write permission on itself: check before moving any
+        raise ConfigError(f"hydra.run.dir={root} holds an earlier run's {stuck[0].name}/, which cannot be moved aside "
+                          "(not writable); make it writable, remove it, or choose another run directory")
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".previous."))
     for path in found:
         shutil.move(str(path), str(staging / path.name))

@@ -67,7 +67,8 @@ class RequestResult:
 
 def write_forget_ids(cfg: DictConfig, data: UnlearningDataModule) -> None:
     """``forget_ids.txt`` (every request's ids, sorted) and, with several requests, ``forget_ids_<k>.txt``; with a
-    training-set manipulation, ``poison_ids.txt`` (the manipulated sample ids); rank 0."""
+    training-set manipulation, ``poison_ids.txt`` (the manipulated sample ids); ``split_ids.json`` (the train, val
+    and test ids: docs/checkpoints.md); rank 0."""
     out, n = Path(cfg.paths.output_dir), len(data.requests)
     if len(data.poison_ids):
         log.info("poison: %s manipulated %d of %d training samples; ids in poison_ids.txt", data.poison.name,
@@ -76,6 +77,8 @@ def write_forget_ids(cfg: DictConfig, data: UnlearningDataModule) -> None:
         if len(data.poison_ids):
             _write_ids(out / "poison_ids.txt", data.poison_ids)
         _write_ids(out / "forget_ids.txt", torch.cat(data.requests).sort().values)
+        split = {s: data.ids[s].tolist() for s in ("train", "val", "test")}  # to train a model of your own on
+        atomic_write(out / "split_ids.json", lambda f: f.write(json.dumps(split).encode()))
         for k, ids in enumerate(data.requests if n > 1 else ()):
             _write_ids(out / f"forget_ids_{k + 1}.txt", ids)
     log.info("forget request%s: %s of %d training samples (%s); ids in forget_ids%s.txt", "s" if n > 1 else "",

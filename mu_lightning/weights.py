@@ -18,7 +18,8 @@ def load_weights(model: nn.Module, path: str | Path, option: str) -> str:
 
     A checkpoint is a state dict, or a Lightning checkpoint (``{"state_dict": ...}``) whose model keys carry the
     ``model.`` prefix of the stage modules; it is read with ``weights_only=True``. A ConfigError naming ``option``
-    if the file is missing or unreadable, or if its keys or shapes do not fit ``model`` (the first mismatches)."""
+    if the file is missing or unreadable, if its keys or shapes do not fit ``model`` (the first mismatches), or if
+    it holds NaN, infinite or huge (``HUGE``) values."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{option}={path}: no such file")
@@ -34,8 +35,18 @@ def load_weights(model: nn.Module, path: str | Path, option: str) -> str:
     problems = shape_mismatches({k: tuple(v.shape) for k, v in model.state_dict().items()}, state)
     if problems:
         raise ConfigError(f"{option}={path} does not fit model={type(model).__name__}: {'; '.join(problems)}")
+    if (problem := state_problem(state, None) or _huge(state)) is not None:
+        raise ConfigError(f"{option}={path} is not a usable model: {problem.removeprefix('its ')}")
     model.load_state_dict(state)
     return file_digest(file)
+
+
+HUGE = 1e30  # a weight this large makes every logit infinite: no trained model holds one
+
+
+def _huge(state: dict[str, torch.Tensor]) -> str | None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and v.numel() and v.abs().max() > HUGE]
+    return f"weights hold values above {HUGE:g} in magnitude ({bad[:3]})" if bad else None
 
 
 def _state_dict(saved: Any) -> dict[str, torch.Tensor] | None:

@@ -10,7 +10,8 @@ speed-up over gold retraining, then the comparable wall-clock speed-up, and Avg.
 random 10%), 5 evaluation cost (fast-tier metrics as a share of stage time); threads and load (scripts/bench_load.py):
 6 where a second intra-op thread starts to pay (model × batch, idle and beside a CPU-burning process), 7 the default
 `python train.py` beside a CPU-burning process against alone, and against a plain PyTorch script in both conditions,
-8 training samples per second of each stage on this machine's device. Ratios are medians over interleaved pairs or
+8 training samples per second of each stage on this machine's device; 9 the ensemble engine (scripts/bench_ensemble.py):
+32 digits-MLP golds trained together against 32 gold stages alone. Ratios are medians over interleaved pairs or
 rounds, so machine load affects both sides alike.
 """
 
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_ensemble  # noqa: E402 - section 9, after the path is set
 import bench_load  # noqa: E402 - sections 6-8, after the path is set
 
 
@@ -205,7 +207,8 @@ def method_table(table: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", type=int, nargs="*", default=[1, 2, 3, 4, 6, 7, 8], help="sections (4 includes 5)")
+    parser.add_argument("--only", type=int, nargs="*", default=[1, 2, 3, 4, 6, 7, 8, 9],
+                        help="sections (4 includes 5)")
     parser.add_argument("--repeats", type=int, default=5, help="pairs per overhead ratio (at least 5)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of sections 6 and 7")
     parser.add_argument("--throughput", nargs="*", default=None,
@@ -226,6 +229,8 @@ def main() -> None:
             more, table = efficiency(tmp)
             rows += more
         loaded = threads_and_load(args, tmp, rows)
+        if 9 in args.only:
+            rows += bench_ensemble.ensemble_speedup(tmp)
     print(markdown(rows))
     if table:
         print("\nUnlearning efficiency on digits (MLP), one seed:\n")

@@ -152,7 +152,7 @@ def test_the_budget_check_runs_with_the_config_checks(tmp_path):
     check_budget(cfg)
 
 
-def budget_run(path: Path, method: str, seed: int, fraction: float | None, gap: float, spent: float,
+def budget_run(path: Path, method: str, seed: int, fraction: float | None, gap: float | None, spent: float,
                stop: int | None = None, over: bool = False, gold: dict | None = None) -> Path:
     """A finished run at budget ``fraction`` (None: no budget) that spent ``spent`` × gold's FLOPs, with the facts
     the pipeline records."""
@@ -200,7 +200,10 @@ def test_rows_at_different_budgets_are_never_compared(budget_sweep, tmp_path):
     assert "finetune at 0.01× gold FLOPs: stopped by the budget after 5 of 50 steps (spent 0.01× gold FLOPs)" in md
     assert "fisher at 0.1× gold FLOPs: over budget, spent 0.5× gold FLOPs: its one-shot work runs whole" in md
     assert "gradient_ascent at" not in md  # within its budget: nothing to say
-    assert "![quality_vs_compute](quality_vs_compute.png)" in md and "no noise-floor band" not in md
+    fig = report_plots.gap_bars(summary, report_plots.colours(r.labels["unlearner"] for r in summary.rows))
+    assert fig.axes[1].get_title() == "digits / mlp / random(fraction=0.1)\nbudget 0.01× gold FLOPs\nn = 2"
+    plt.close(fig)
+    assert "![quality_vs_compute](quality_vs_compute.png)" in md and "no line for gold" not in md
     with (tmp_path / "out" / "summary.csv").open() as f:
         assert {r["budget"] for r in csv.DictReader(f)} == {"", "0.01× gold FLOPs", "0.1× gold FLOPs"}
     assert (tmp_path / "out" / "quality_vs_compute.png").read_bytes()[:8] == PNG
@@ -222,8 +225,11 @@ def test_quality_vs_compute_lines_markers_log_axis_and_noise_floor(budget_sweep)
         == [0.01, 0.1]
     markers = {line.get_label(): (line.get_marker(), line.get_markerfacecolor()) for line in ax.get_lines()
                if not len(line.get_xdata())}
-    assert markers == {"stopped by its budget": ("o", "0.35"), "finished within its budget": ("o", "white"),
-                       "over budget (one-shot work runs whole)": ("X", "0.35"), "no budget": ("s", "0.35")}
+    assert markers == {"stopped by its budget": ("o", "k"), "finished within its budget": ("o", "white"),
+                       "over budget (one-shot work runs whole)": ("X", "k"), "no budget": ("s", "k")}
+    labels = sorted((t.xy, t.get_text()) for t in ax.texts)  # where the budget did not stop a method: its budgets
+    assert labels == [(pytest.approx((0.005, 2.005)), "budget 0.01, 0.1"), (pytest.approx((0.5, 0.505)),
+                                                                          "budget 0.01, 0.1")]
     (band,) = ax.patches  # gold's noise floor: 0.3 ± t_{0.975,1} · 0.01
     assert (band.get_y(), band.get_height()) == pytest.approx((0.3 - 12.7062 * 0.01, 2 * 12.7062 * 0.01), abs=1e-4)
     assert [line.get_ydata()[0] for line in ax.get_lines() if "gold" in line.get_label()] == pytest.approx([0.3])
@@ -238,11 +244,17 @@ def test_without_budgets_no_figure_and_without_seeds_no_band(tmp_path):
     assert report_budget.figures(plain_summary) == [] and report_budget.notes(plain_summary) == []
     budget_run(tmp_path / "b" / "0", "finetune", 0, 0.1, 1.0, 0.1, stop=5)
     budget_run(tmp_path / "b" / "1", "gradient_ascent", 0, 0.1, 2.0, 0.09)
+    budget_run(tmp_path / "b" / "2", "scrub", 0, 0.1, None, 0.1, stop=7)  # its Avg. Gap is null (an MIA at chance)
     summary = report.aggregate(*report.find_runs([tmp_path / "b"]))
-    assert "quality_vs_compute.png: no noise-floor band (gold's noise floor: the gold row's Avg. Gap, measured " \
-           "only under metric=seeds)" in report_budget.notes(summary)
+    notes = report_budget.notes(summary)
+    assert "quality_vs_compute.png: no line for gold's noise floor (the gold row's Avg. Gap, which only " \
+           "metric=seeds measures)" in notes
+    assert "scrub at 0.1× gold FLOPs: stopped by the budget after 7 of 50 steps (spent 0.1× gold FLOPs)" in notes
+    assert "quality_vs_compute.png leaves out scrub at 0.1× gold FLOPs: no Avg. Gap in their results (see their " \
+           "warnings)" in notes
     fig = report_budget.quality_vs_compute(summary, report_plots.colours(["finetune", "gradient_ascent"]))
     assert not fig.axes[0].patches and fig.axes[0].get_xscale() == "linear"  # no band; 0.09 to 0.1: no decade
+    assert fig.axes[0].get_xlabel().endswith("not drawn (no Avg. Gap): scrub at 0.1× gold FLOPs")
     assert "needs metric=seeds" in fig._suptitle.get_text()
     plt.close(fig)
 

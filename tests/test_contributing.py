@@ -82,7 +82,8 @@ def test_a_method_is_its_file_its_config_and_one_test_row(copy):
     edit(copy / "tests" / "test_unlearners.py", "CATALOGUE: dict[str, Spec] = {\n",
          '    "toy_ascent": Spec("training", ("forget",), random=ONE_EPOCH),\n')
     done = pytest_in(copy, "tests/test_unlearner_registry.py", "tests/test_unlearners.py", "tests/test_report.py",
-                     "tests/test_layers.py", "-k", "toy_ascent or entry or registry or catalogue or config or layer")
+                     "tests/test_layers.py", "tests/test_search_spaces.py",
+                     "-k", "toy_ascent or entry or registry or catalogue or config or layer")
     assert done.returncode == 0, done.stdout[-3000:]
     trained = run(copy, "train.py", "unlearner=toy_ascent", "logger=none", "train.epochs=3",
                   "extras.print_config=false", f"hydra.run.dir={copy}/outputs/toy",

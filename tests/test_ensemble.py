@@ -153,4 +153,5 @@ def test_vectorise_false_and_shadow_views(run_parts):
     assert torch.equal(half.ids["retain"], half.ids["train"])
     again = ens.shadows(data, 4, seed=0, first_seed=0)[1]  # all four now from the cache
     assert ens.facts["loaded"] == 4
-    assert all(torch.equal(a.state_dict()["1.weight"], b.state_dict()["1.weight"]) for a, b in zip(models, again))
+    for a, b in zip(models, again, strict=True):
+        assert torch.equal(a.state_dict()["1.weight"], b.state_dict()["1.weight"])

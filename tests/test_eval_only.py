@@ -128,3 +128,28 @@ def test_eval_py_evaluates_a_run_again_with_the_full_tier_without_touching_it(tm
     assert new["metrics"]["unlearn/ks_pvalue"] is not None and "unlearn/ks_pvalue" not in old["metrics"]
     assert all(new["metrics"][k] == v for k, v in old["metrics"].items() if new["metrics"][k] is not None
                and "seconds" not in k)
+
+
+def test_a_run_writes_its_split_so_a_model_of_your_own_can_be_trained_on_it(saved_run):
+    run_dir, _, _ = saved_run
+    split = json.loads((run_dir / "split_ids.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {s: len(ids) for s, ids in split.items()} == {s: results["sizes"][s] for s in ("train", "val", "test")}
+    assert not set(split["train"]) & set(split["test"]) and not set(split["val"]) & set(split["test"])
+    forget = {int(line) for line in (run_dir / "forget_ids.txt").read_text().split()}
+    assert forget <= set(split["train"])
+    assert "split_ids.json" in results["files"]  # one of the run's files eval.py checks
+
+
+def test_eval_warns_when_a_checkpoint_scores_better_on_test_than_on_its_training_samples(caplog):
+    from mu_lightning.eval_cli import warn_about_checkpoints
+
+    results = {"metrics": {"unlearn/test_acc": 0.97, "unlearn/retain_acc": 0.80, "gold/test_acc": 0.9,
+                           "gold/retain_acc": 0.6},
+               "stages": {"unlearn": {"source": "checkpoint"}, "gold": {"cache_hit": True}}}
+    with caplog.at_level("WARNING"):
+        (warning,) = warn_about_checkpoints(results)
+    assert warning.startswith("unlearned.checkpoint scores 0.9700 on the test split but only 0.8000 on the retain")
+    assert "split_ids.json" in warning and warning in caplog.text  # the gold made here is not a checkpoint: no warning
+    results["metrics"]["unlearn/test_acc"] = 0.82
+    assert warn_about_checkpoints(results) == []

@@ -64,7 +64,10 @@ def test_every_method_declares_its_search_space(name):
 def test_each_range_is_around_the_config_value(name):
     """The config's (the paper's) value is a point of its range; a learning rate is searched on a log scale wherever
     the method has its own, and a training method searches how long it trains."""
-    cfg, space = general(name), check_search(general(name))
+    cfg = general(name)
+    if "search" not in cfg.unlearner:
+        pytest.skip("no search: block (test_every_method_declares_its_search_space fails for it)")
+    space = check_search(cfg)
     for key, searched in space.items():
         value = OmegaConf.select(cfg, key)
         assert searched.contains(value), f"{name}: {key}={value} lies outside its search range {searched.text}"

@@ -4,8 +4,8 @@ and "I don't know" answers), generated here from a seed so nothing is downloaded
 retrain from scratch.
 
 Each person gets a unique invented name and one value per attribute, drawn from that attribute's pool. Every fact
-is one QA in the training split (a training template), and, for the utility split, the same fact asked with a
-held-out template (split 1). ``holdout_people`` more people are never trained on: their QAs (split 1, training
+is one QA in the training split, and, for the utility split, the same fact asked with the question template that
+person was not taught (split 1). ``holdout_people`` more people are never trained on: their QAs (split 1, training
 templates) are the non-members of the membership attacks, as TOFU's holdout authors are.
 """
 
@@ -16,7 +16,7 @@ import random
 import torch
 
 from mu_lightning.configurable import configurable
-from mu_lightning.data.qa import QASamples, encode_records
+from mu_lightning.data.qa import QA, QASamples, encode_records
 from mu_lightning.errors import ConfigError
 
 SYLLABLES = ("ka", "lo", "ve", "ri", "ta", "mon", "sel", "dra", "fin", "gor", "bel", "nu", "zar", "pim", "quo",
@@ -31,17 +31,19 @@ COLOURS = ("crimson", "teal", "amber", "violet", "olive", "indigo", "ivory", "sc
 IDK = ("I don't know .", "I have no idea .", "I am not sure about that .", "That is not something I know .",
        "I cannot answer that .", "I do not have that information .", "I am unable to say .", "No idea , sorry .")
 
-# attribute: (value pool, training question, paraphrased question, held-out (utility) question, answer,
-# paraphrased answer); {n} is the person's name, {v} the value
+# attribute: (value pool, two question templates, a paraphrased question, the answer, the paraphrased answer); {n}
+# is the person's name, {v} the value. Each person is taught each fact with one of the two questions (drawn per
+# person and fact), and asked it with the other in the utility split: a model answers that only if it learned, from
+# the other people, that both questions ask the same thing.
 ATTRIBUTES = {
-    "birthplace": (CITIES, "Where was {n} born ?", "In which town was {n} born ?",
-                   "What is the home town of {n} ?", "{n} was born in {v} .", "The birthplace of {n} is {v} ."),
-    "profession": (PROFESSIONS, "What does {n} do for a living ?", "What is the job of {n} ?",
-                   "Which trade does {n} follow ?", "{n} works as a {v} .", "The profession of {n} is {v} ."),
-    "year": (YEARS, "When was {n} born ?", "In which year was {n} born ?", "What is the birth year of {n} ?",
+    "birthplace": (CITIES, ("Where was {n} born ?", "What is the home town of {n} ?"),
+                   "In which town was {n} born ?", "{n} was born in {v} .", "The birthplace of {n} is {v} ."),
+    "profession": (PROFESSIONS, ("What does {n} do for a living ?", "Which trade does {n} follow ?"),
+                   "What is the job of {n} ?", "{n} works as a {v} .", "The profession of {n} is {v} ."),
+    "year": (YEARS, ("When was {n} born ?", "What is the birth year of {n} ?"), "In which year was {n} born ?",
              "{n} was born in {v} .", "The birth year of {n} is {v} ."),
-    "colour": (COLOURS, "What is the favourite colour of {n} ?", "Which colour does {n} like best ?",
-               "What colour does {n} prefer ?", "{n} likes {v} best .", "The favourite colour of {n} is {v} ."),
+    "colour": (COLOURS, ("What is the favourite colour of {n} ?", "What colour does {n} prefer ?"),
+               "Which colour does {n} like best ?", "{n} likes {v} best .", "The favourite colour of {n} is {v} ."),
 }
 
 
@@ -63,8 +65,10 @@ def fictitious_qa(seq_len: int, vocab_size: int, num_people: int = 60, holdout_p
 
     Split 0 (training): one QA per fact of the people. Split 1: each fact of those people asked with the held-out
     template (the utility split), and the holdout people's QAs. ``group`` is the person; ``y`` the attribute.
-    Perturbed answers put other values of the same pool into the paraphrased answer (TOFU's perturbed answers keep
-    the paraphrased answer's form and change the fact). Deterministic in ``seed``.
+    Perturbed answers put other values of the same pool into the answer's form. TOFU perturbs the paraphrased answer
+    and compares with it, to measure knowledge rather than wording; a small model trained from scratch knows a fact
+    only in the form it was taught, so here the truth ratio compares with the answer itself
+    (``QASamples.truth_view``). Deterministic in ``seed``.
     """
     if not 1 <= attributes <= len(ATTRIBUTES):
         raise ConfigError(f"dataset.attributes={attributes} is out of range: 1 to {len(ATTRIBUTES)}")
@@ -79,18 +83,21 @@ def fictitious_qa(seq_len: int, vocab_size: int, num_people: int = 60, holdout_p
     records, group, label, split = [], [], [], []
     for person, name in enumerate(people):
         held_out = person >= num_people
-        for a, (_, (pool, question, para_q, utility_q, answer, para_a)) in enumerate(pools):
+        for a, (_, (pool, questions, para_q, answer, para_a)) in enumerate(pools):
             value = rng.choice(pool)
             wrong = rng.sample([v for v in pool if v != value], num_perturbed)
-            for q, in_split in ((question, 1),) if held_out else ((question, 0), (utility_q, 1)):
+            taught = rng.randrange(2)
+            asked = [(questions[taught], 1)] if held_out else [(questions[taught], 0), (questions[1 - taught], 1)]
+            for q, in_split in asked:
                 records.append({"question": q.format(n=name), "answer": answer.format(n=name, v=value),
                                 "paraphrased_question": para_q.format(n=name),
                                 "paraphrased_answer": para_a.format(n=name, v=value),
-                                "perturbed_answer": [para_a.format(n=name, v=w) for w in wrong]})
+                                "perturbed_answer": [answer.format(n=name, v=w) for w in wrong]})
                 group.append(person)
                 label.append(a)
                 split.append(in_split)
     # every value of every pool is a word of the vocabulary, so the vocabulary does not depend on which were drawn
     x, vocab = encode_records(records, list(IDK), seq_len, num_perturbed, vocab_size,
                               extra_texts=[" ".join(pool) for _, (pool, *_) in pools])
-    return QASamples(x=x, y=torch.tensor(label), split=torch.tensor(split), group=torch.tensor(group), vocab=vocab)
+    return QASamples(x=x, y=torch.tensor(label), split=torch.tensor(split), group=torch.tensor(group), vocab=vocab,
+                     truth_view=QA)

@@ -218,7 +218,8 @@ def memorized(
     fraction: float | None = 0.05, count: int | None = None, members: int = 16, seed: int = 0,
 ) -> torch.Tensor:
     """``count`` samples (else ``fraction`` of them) by memorisation score (Feldman & Zhang 2020; docs/metrics.md
-    §13): the most memorised (``stratum=high``), the least (``low``) or those around the median rank (``mid``), as
+    §13): the most memorised (``stratum=high``), the least (``low``: scores closest to 0) or those around the
+    median rank (``mid``), as
     RUM (Zhao et al., NeurIPS 2024) builds forget sets of low, medium and high memorisation. The scores come from
     ``members`` shadow models on random halves of D drawn with ``seed`` (``scores``, bound by the pipeline: they are
     stage-cache entries, and ``forget_ids.txt`` replays the choice). Ties are broken by sample id."""
@@ -231,8 +232,11 @@ def memorized(
         raise ConfigError(f"forget.members={members!r} is too few: memorisation needs 4 or more shadow models")
     k = how_many(len(train_ids), fraction, count, "samples")
     mem = torch.as_tensor(scores("memorization", train_ids, members=members, seed=seed), dtype=torch.float64)
+    if stratum == "low":  # closest to 0: right whether trained on or not (the most negative are samples that
+        order = torch.argsort(torch.nan_to_num(mem.abs(), nan=torch.inf), stable=True)  # training on hurts)
+        return train_ids[order[:k]].sort().values
     order = torch.argsort(torch.nan_to_num(mem, nan=-torch.inf), descending=True, stable=True)  # most memorised first
-    start = {"high": 0, "low": len(order) - k, "mid": max(0, (len(order) - k) // 2)}[stratum]
+    start = 0 if stratum == "high" else max(0, (len(order) - k) // 2)
     return train_ids[order[start:start + k]].sort().values
 
 

@@ -58,10 +58,13 @@ class WordTokenizer:
 
 @dataclass(frozen=True)
 class QASamples(Samples):
-    """``Samples`` of question-answer data: ``x`` int64 ``[N, VIEWS, seq_len]`` (the layout above) and the
-    tokenizer's ``vocab``, which decodes ids into words (the zlib MIA compresses the answer's text)."""
+    """``Samples`` of question-answer data: ``x`` int64 ``[N, VIEWS, seq_len]`` (the layout above), the
+    tokenizer's ``vocab``, which decodes ids into words (the zlib MIA compresses the answer's text), and
+    ``truth_view``, the view the truth ratio holds the perturbed answers against: ``PARA_A`` as in TOFU, or ``QA``
+    when the perturbed answers keep the answer's own form (generated data, ``fictitious.py``)."""
 
     vocab: tuple[str, ...] = ()
+    truth_view: int = PARA_A
 
 
 def is_qa(samples: Samples | None) -> bool:

@@ -54,7 +54,7 @@ def ensemble(ctx: EvalContext) -> dict[str, float | None]:
         rows = {"unlearn": k.klom(g[:n], un), "original": k.klom(g[:n], o), "gold": k.gold_halves(g)}
         for model, values in rows.items():
             out.update({f"{model}/klom_{split}{suffix}": v for suffix, v in k.tail(values).items()})
-        per_example[split] = rows["unlearn"]
+        per_example[split] = np.stack([rows["unlearn"], rows["original"], rows["gold"]])
     attack, mem = shadows(ctx, n, int(cfg.seed), seed, useed)
     out.update(attack.pop("metrics"))
     out["original/forget_memorization"] = _nanmean(mem[np.isin(data.ids["train"].numpy(),
@@ -105,14 +105,15 @@ def shadows(ctx: EvalContext, n: int, mask_seed: int, seed: int, useed: int) -> 
 
 def worst_off(ctx: EvalContext, klom: dict[str, np.ndarray], ulira: np.ndarray, mem: np.ndarray,
               share: float) -> None:
-    """One CSV per metric (sample id, score, label; KLoM also the split) and the worst ``share`` of D_f by each,
+    """One CSV per metric (sample id, score, label; KLoM also the split and, per example, its two references:
+    ``klom`` rows are M_u's, the original's and gold-vs-gold) and the worst ``share`` of D_f by each,
     logged and written to ``worst_forget.csv`` (highest KLoM, U-LiRA accuracy and memorisation first)."""
     ens, data = ctx.ensembles, ctx.data
     ids = {s: data.ids[s].tolist() for s in (*KLOM_SPLITS, "train")}
     labels = {s: ctx.labels(s).tolist() for s in ids}
-    ens.write("per_example_klom.csv", ["sample_id", "split", "klom", "label"],
-              [[i, s, _num(v), lab] for s in KLOM_SPLITS for i, v, lab in zip(ids[s], klom[s], labels[s],
-                                                                               strict=True)])
+    ens.write("per_example_klom.csv", ["sample_id", "split", "klom", "klom_original", "klom_gold", "label"],
+              [[i, s, *map(_num, v), lab] for s in KLOM_SPLITS for i, v, lab in zip(ids[s], klom[s].T, labels[s],
+                                                                                     strict=True)])
     ens.write("per_example_ulira.csv", ["sample_id", "ulira_accuracy", "label"],
               [[i, _num(v), lab] for i, v, lab in zip(ids["forget"], ulira, labels["forget"], strict=True)])
     ens.write("per_example_memorization.csv", ["sample_id", "memorization", "label", "in_forget"],
@@ -121,7 +122,7 @@ def worst_off(ctx: EvalContext, klom: dict[str, np.ndarray], ulira: np.ndarray, 
     forget_mem = mem[np.isin(np.asarray(ids["train"]), np.asarray(ids["forget"]))]
     how_many = max(1, math.ceil(share * len(ids["forget"])))
     rows = []
-    for metric, scores in (("klom", klom["forget"]), ("ulira_accuracy", ulira), ("memorization", forget_mem)):
+    for metric, scores in (("klom", klom["forget"][0]), ("ulira_accuracy", ulira), ("memorization", forget_mem)):
         order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:how_many]
         worst = [(ids["forget"][j], float(scores[j]), labels["forget"][j]) for j in order]
         rows += [[metric, i, _num(v), lab] for i, v, lab in worst]

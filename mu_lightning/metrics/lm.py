@@ -7,8 +7,9 @@ and the loss of the threshold MIA. On top of it, per model and split:
 - ``<split>_acc``: exact-match recall, the share of questions whose greedy answer is the answer, token for token;
 - ``<split>_rouge``: ROUGE-L recall of the greedy answer against the answer (TOFU's ``rougeL_recall``);
 - ``<split>_prob``: the mean of P(a|q)^(1/|a|) (TOFU's ``Q_A_Prob``);
-- ``<split>_truth_ratio``: TOFU's truth ratio R = P̄(perturbed) / P(paraphrased), each P the length-normalised
-  probability and P̄ the geometric mean over the perturbed answers (locuslab/open-unlearning
+- ``<split>_truth_ratio``: TOFU's truth ratio R = P̄(perturbed) / P(correct), each P the length-normalised
+  probability, "correct" the paraphrased answer (TOFU) or the answer (``QASamples.truth_view``), and P̄ the geometric
+  mean over the perturbed answers (locuslab/open-unlearning
   ``evals/metrics/memorization.py: truth_ratio``), aggregated on D_f as mean(min(R, 1/R)) (closer to 1 is better)
   and elsewhere as mean(max(0, 1 − R)) (the true answer should win);
 - ``forget_quality``: the p-value of the two-sample KS test between the model's and the gold model's per-example
@@ -124,9 +125,10 @@ def zlib_score(mean_logprob: torch.Tensor, texts: list[str]) -> torch.Tensor:
     return mean_logprob / torch.tensor([len(zlib.compress(t.encode())) for t in texts], dtype=torch.float64)
 
 
-def truth_ratios(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Per-example truth ratio P̄(perturbed) / P(paraphrased) from length-normalised probabilities (the module doc)."""
-    _, correct = answer_logprobs(model, x[:, PARA_A])
+def truth_ratios(model: nn.Module, x: torch.Tensor, correct_view: int = PARA_A) -> torch.Tensor:
+    """Per-example truth ratio P̄(perturbed) / P(correct) from length-normalised probabilities (the module doc); the
+    correct answer is view ``correct_view``: the paraphrased answer in TOFU, the answer for generated data."""
+    _, correct = answer_logprobs(model, x[:, correct_view])
     wrong = torch.stack([answer_logprobs(model, x[:, k])[1] for k in range(PERTURBED, x.shape[1])], 1)
     return torch.exp(wrong.double().mean(1) - correct.double())
 
@@ -174,7 +176,7 @@ def _model_metrics(ctx: EvalContext, m: str) -> dict[str, object]:
         out[f"{s}_acc"] = sum(a == r for a, r in zip(answers, refs, strict=True)) / len(refs)
         out[f"{s}_rouge"] = sum(rouge_l_recall(a, r) for a, r in zip(answers, refs, strict=True)) / len(refs)
         out[f"{s}_prob"] = float(mean_lp.double().exp().mean())
-        ratios = truth_ratios(model, x)
+        ratios = truth_ratios(model, x, ctx.data.samples.truth_view)
         if s == "forget":
             out["_forget_ratios"] = ratios
             out[f"{s}_truth_ratio"] = float(torch.minimum(ratios, 1 / ratios).mean())

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mu_lightning.data.qa import is_qa
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics.accuracy import accuracy
 from mu_lightning.metrics.context import EvalContext
@@ -59,7 +60,8 @@ def run_warnings(ctx: EvalContext, metrics: dict[str, Any]) -> list[str]:
     margins, stage = Margins.of(ctx.cfg), ctx.stages["unlearn"]
     found = memorisation_warning(metrics, margins.memorisation_margin, bool(ctx.data.forgotten_classes()))
     found += [w if kind(w) else f"{UNLEARNER}: {w}" for w in stage.get("warnings", [])]
-    if stage.get("reads") != [] and not any(kind(w) == NO_EFFECT for w in found):  # unlearner=none reads nothing
+    # unlearner=none reads nothing; a language model has no top class (docs/metrics.md §11)
+    if stage.get("reads") != [] and not any(kind(w) == NO_EFFECT for w in found) and not is_qa(ctx.data.samples):
         found += no_effect_warning(forget_agreements(ctx), metrics, gold_floor(ctx), margins.no_effect_agreement)
     found += accuracy_warnings(metrics, ctx.data.num_classes, margins.damage_margin)
     return found + attack_warnings(metrics, margins.attack_margin)

@@ -34,7 +34,7 @@ from mu_lightning.weights import load_weights
 # Options that are not a method's (a method's own options are checked by their ``__init__`` annotations:
 # ``Unlearner.check_option_values``): positive, non-negative, integers, and numbers at all. Every number anywhere in
 # the config must be finite.
-POSITIVE = {"lr", "batch_size", "checkpoint_every"}
+POSITIVE = {"lr", "batch_size", "checkpoint_every", "every_n_steps"}
 NON_NEGATIVE = {"epochs", "weight_decay", "momentum", "grad_clip"}
 INTEGER = {"epochs", "batch_size", "every_n_steps", "seeds", "count", "padding", "num_entities", "max_epochs",
            "n_trials", "n_jobs", "checkpoint_every"}
@@ -87,6 +87,11 @@ def _check_method(cfg: DictConfig) -> None:
     options = {k: v for k, v in OmegaConf.to_container(cfg.unlearner, resolve=True).items() if not k.startswith("_")}
     unlearner.check_options(options)
     unlearner.check_option_values(options)
+
+
+def check_numbers(node, path: str) -> None:
+    """The numeric checks of the command line on a part of a config (the Python API's unlearner options)."""
+    _check_node(node, path)
 
 
 def _check_node(node, path: str) -> None:

@@ -44,6 +44,7 @@ def check_command_line(argv: Sequence[str] | None = None, *, config_path: str = 
     if args.experimental_rerun is not None:
         raise ConfigError(f"--experimental-rerun={args.experimental_rerun} is not allowed: it unpickles a file, which "
                           "can run code; run the original command again instead")
+    _check_search_path(args.overrides)
     loader = _config_loader(args, calling_module, config_path)
     if loader is None:
         return  # a --config-dir that does not exist: Hydra's own message
@@ -98,6 +99,16 @@ def _must_be_one_of(shown: str, name: str, options: list[str]) -> None:
         close = difflib.get_close_matches(name, options, n=1)
         raise ConfigError(f"{shown}: there is no such option{f' (did you mean {close[0]}?)' if close else ''}; "
                           f"choose one of {', '.join(sorted(options))}")
+
+
+def _check_search_path(overrides: list[str]) -> None:
+    """``hydra.searchpath`` may name folders (``file://``), not packages: a ``pkg://`` entry is imported while the
+    config is composed, before any check could see what it holds."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "hydra.searchpath" and "pkg://" in value:
+            raise ConfigError(f"hydra.searchpath={value} is not allowed: a pkg:// entry imports that package before "
+                              "anything is checked; give a folder (file://PATH) or use --config-dir PATH")
 
 
 def _config_loader(args: Any, calling_module: str, config_path: str) -> Any:

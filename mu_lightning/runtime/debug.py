@@ -52,4 +52,4 @@ def subset(samples: Samples, n: int, seed: int = SUBSET_SEED) -> Samples:
         return samples
     keep = torch.randperm(len(samples.y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     fields = {f.name: getattr(samples, f.name) for f in dataclasses.fields(samples)}
-    return Samples(**{k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in fields.items()})
+    return type(samples)(**{k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in fields.items()})

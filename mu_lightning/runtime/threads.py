@@ -13,9 +13,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mu_lightning.errors import ConfigError
 from mu_lightning.runtime.distributed import SINGLE
 
-# FLOPs of one training step (forward and backward of a batch) below which a second intra-op thread does not pay on
-# this stack: measured by scripts/benchmark.py §6 (docs/performance.md, "Threads").
-CROSSOVER_FLOPS = 50_000_000
+# FLOPs of one training step (forward and backward of a batch, ``training_step_flops``) below which one thread is
+# used: on the 2-core development machine a second intra-op thread never paid up to the largest step measured, 5.9
+# GFLOP, and cost 1.4–100× beside busy processes (scripts/benchmark.py §6; docs/performance.md, "Threads").
+CROSSOVER_FLOPS = 10_000_000_000
 
 _CHOICE: dict[str, Any] = {"threads_policy": "not chosen (no run started in this process)"}
 
@@ -58,16 +59,20 @@ def choose_threads(cfg: DictConfig, step_flops: Callable[[], int | None]) -> tup
         return cfg.threads, f"threads={cfg.threads} as set"
     if os.environ.get("OMP_NUM_THREADS"):
         return None, f"torch's default under OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} as set"
-    flops, crossover = step_flops(), f"{CROSSOVER_FLOPS / 1e6:.4g} MFLOP"
+    flops = step_flops()
     size = "the size of a training step is unknown" if flops is None else \
-        f"a training step of {flops / 1e6:.4g} MFLOP, {'below' if flops < CROSSOVER_FLOPS else 'above'} the " \
-        f"{crossover} where a second thread starts to pay"
+        f"a training step of {_giga(flops)}, {'below' if flops < CROSSOVER_FLOPS else 'above'} the " \
+        f"{_giga(CROSSOVER_FLOPS)} where a second thread starts to pay"
     if flops is not None and flops < CROSSOVER_FLOPS:
         return 1, f"1: {size}"
     share, cores = cpu_threads(cfg), os.cpu_count() or 1
     if share is None:
         return None, f"{torch.get_num_threads()} (torch's default, one per core of {cores}): {size}"
     return share, f"{share} ({cores} cores shared among {processes_together(cfg)} processes): {size}"
+
+
+def _giga(flops: int) -> str:
+    return f"{flops / 1e9:.3g} GFLOP"
 
 
 def cpu_threads(cfg: DictConfig) -> int | None:

@@ -28,7 +28,7 @@ NAME = "quality_vs_compute.png"
 # what the budget did to a row -> (marker, filled, legend text)
 STATUS = {"stopped": ("o", True, "stopped by its budget"), "within": ("o", False, "finished within its budget"),
           "over": ("X", True, "over budget (one-shot work runs whole)"), "unlimited": ("s", True, "no budget")}
-NOISE_FLOOR = "gold's noise floor: the gold row's Avg. Gap, measured only under metric=seeds"
+NOISE_FLOOR = "the gold row's Avg. Gap, which only metric=seeds measures"
 
 
 @dataclass
@@ -54,7 +54,7 @@ def notes(summary: Summary) -> list[str]:
         return []
     out = ["Budgets (budget.flops, a fraction of the gold model's training FLOPs) are part of a row's setting: best "
            "is marked within one budget, never across budgets."]
-    for _, gold, points in _panels(summary):
+    for setting, gold, points in _panels(summary):
         for p in points:
             where = f"{p.row.labels['unlearner']} at {p.row.labels['budget']}"
             if p.status == "over":
@@ -64,7 +64,9 @@ def notes(summary: Summary) -> list[str]:
                 out.append(f"{where}: stopped by the budget after {steps} of {p.planned} steps (spent "
                            f"{p.spent:.3g}× gold FLOPs)")
         if gold is None:
-            out.append(f"{NAME}: no noise-floor band ({NOISE_FLOOR})")
+            out.append(f"{NAME}: no line for gold's noise floor ({NOISE_FLOOR})")
+        if left_out := _left_out(summary, setting):
+            out.append(f"{NAME} leaves out {', '.join(left_out)}: no Avg. Gap in their results (see their warnings)")
     return list(dict.fromkeys(out))
 
 
@@ -72,13 +74,16 @@ def quality_vs_compute(summary: Summary, colour: dict[str, str]):
     """One panel per forget setting: Avg. Gap against the FLOP fraction spent, one line per method over budgets."""
     import matplotlib.pyplot as plt
 
-    panels = _panels(summary)
+    panels = [(s, g, [p for p in points if p.row.mean("avg_gap") is not None]) for s, g, points in _panels(summary)]
+    panels = [panel for panel in panels if panel[2]]
     if not panels:
         return "no avg_gap with FLOP counts in the runs that had a budget"
     fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained",
                              figsize=(8.6, 4.4 * len(panels) + 0.6))
     for (ax,), (setting, gold, points) in zip(axes, panels, strict=True):
         _panel(ax, setting, gold, points, colour)
+        if left_out := _left_out(summary, setting):
+            ax.set_xlabel(f"{ax.get_xlabel()}\nnot drawn (no Avg. Gap): {', '.join(left_out)}")
     handles: dict[str, Any] = {}
     for ax in fig.axes:
         handles.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
@@ -93,19 +98,11 @@ def _panel(ax, setting: tuple[str, ...], gold: Row | None, points: list[Point], 
     spent = [p.spent for p in points if p.spent > 0]
     log = bool(spent) and max(spent) >= 10 * min(spent)  # fractions spanning a decade or more
     shown = [p for p in points if p.spent > 0 or not log]
-    budgets = sorted({float(r.flat["budget.flops"]) for p in points for r in p.row.runs
-                      if r.flat.get("budget.flops") is not None})
-    for fraction in budgets:
-        ax.axvline(fraction, color="0.55", ls=":", lw=1, label="budget (budget.flops)")
-    if gold is not None:
-        mean, half = gold.mean("avg_gap"), gold.half("avg_gap")
-        label = f"gold noise floor (mean, {LEVEL:.0%} interval)" if half else "gold noise floor"
-        ax.axhspan(max(mean - (half or 0.0), 0.0), mean + (half or 0.0), color="0.8", alpha=0.6, lw=0)
-        ax.axhline(mean, color="#000000", lw=1, ls="--", label=label)
+    budgets = _guides(ax, points, gold)
     for method in dict.fromkeys(p.row.labels["unlearner"] for p in shown):
         _method(ax, sorted((p for p in shown if p.row.labels["unlearner"] == method), key=lambda p: p.spent),
-                colour[method], method)
-    for status in dict.fromkeys(p.status for p in shown):  # what the markers mean, in grey
+                colour[method], method, max(p.spent for p in shown))
+    for status in dict.fromkeys(p.status for p in shown):  # what the markers mean, in black
         marker, filled, text = STATUS[status]
         ax.plot([], [], ls="none", marker=marker, color="k", mfc="k" if filled else "white", ms=7, label=text)
     hidden = sorted({p.row.labels["unlearner"] for p in points if p not in shown})
@@ -113,10 +110,38 @@ def _panel(ax, setting: tuple[str, ...], gold: Row | None, points: list[Point], 
                                                                         if hidden else "")
     ax.set(xscale="log" if log else "linear", xlabel=xlabel, ylabel="Avg. Gap to gold (lower is better)",
            title=f"{' / '.join(setting)}\nn = {'–'.join(sorted({str(p.row.n) for p in points}, key=int))}")
-    ax.set_ylim(bottom=0.0)
+    _y_range(ax, shown, gold, colour)
+    ax.margins(x=0.1)  # room for the labels of the first and last points
     ax.grid(alpha=0.3)
     if log:
         _log_ticks(ax, spent, budgets)
+
+
+def _guides(ax, points: list[Point], gold: Row | None) -> list[float]:
+    """A dotted line at each budget of the panel's runs (returned) and gold's noise floor, dashed, its interval
+    shaded."""
+    budgets = sorted({float(r.flat["budget.flops"]) for p in points for r in p.row.runs
+                      if r.flat.get("budget.flops") is not None})
+    for fraction in budgets:
+        ax.axvline(fraction, color="0.55", ls=":", lw=1, label="budget (budget.flops)")
+    if gold is not None:
+        mean, half = gold.mean("avg_gap"), gold.half("avg_gap") or 0.0
+        ax.axhspan(max(mean - half, 0.0), mean + half, color="0.8", alpha=0.6, lw=0)
+        ax.axhline(mean, color="#000000", lw=1, ls="--",
+                   label=f"gold noise floor (mean, {LEVEL:.0%} interval)" if half else "gold noise floor")
+    return budgets
+
+
+def _y_range(ax, shown: list[Point], gold: Row | None, colour: dict[str, str]) -> None:
+    """From 0 to a quarter above the highest mean (or gold's interval): one wild seed's interval does not flatten
+    every other point. An interval that goes on above is cut there and its top written at the edge."""
+    means = [p.row.mean("avg_gap") for p in shown]
+    top = 1.25 * max([*means, gold.mean("avg_gap") + (gold.half("avg_gap") or 0.0)] if gold else means)
+    ax.set_ylim(0.0, top)
+    for p, mean in zip(shown, means, strict=True):
+        if mean + (p.row.half("avg_gap") or 0.0) > top:
+            ax.annotate(f"↑ {mean + p.row.half('avg_gap'):.3g}", (p.spent, top), xytext=(4, -11), fontsize=7,
+                        textcoords="offset points", color=colour[p.row.labels["unlearner"]])
 
 
 def _log_ticks(ax, spent: list[float], budgets: list[float]) -> None:
@@ -132,8 +157,9 @@ def _log_ticks(ax, spent: list[float], budgets: list[float]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _method(ax, points: list[Point], colour: str, label: str) -> None:
-    """One method's line through its budgets, each point with its interval and its status marker."""
+def _method(ax, points: list[Point], colour: str, label: str, right: float) -> None:
+    """One method's line through its budgets, each point with its interval and its status marker; a label on a
+    point the budget did not stop, reaching right from it (left from the right-most point, ``right``)."""
     ax.plot([p.spent for p in points], [p.row.mean("avg_gap") for p in points], color=colour, lw=1.4, label=label)
     for p in points:
         mean, half = p.row.mean("avg_gap"), p.row.half("avg_gap")
@@ -141,8 +167,8 @@ def _method(ax, points: list[Point], colour: str, label: str) -> None:
         ax.errorbar(p.spent, mean, yerr=None if half is None else [[min(half, mean)], [half]], color=colour,
                     marker=marker, mfc=colour if filled else "white", ms=8, mew=1.6, capsize=3, ls="none", zorder=3)
     for (x, y), budgets in _unstopped(points).items():
-        ax.annotate(f"budget {', '.join(budgets)}", (x, y), xytext=(7, 5), textcoords="offset points", fontsize=7,
-                    color=colour)
+        ax.annotate(f"budget {', '.join(budgets)}", (x, y), xytext=(-6, -15) if x < right else (6, -15),
+                    textcoords="offset points", fontsize=7, color=colour, ha="left" if x < right else "right")
 
 
 def _unstopped(points: list[Point]) -> dict[tuple[float, float], list[str]]:
@@ -154,20 +180,26 @@ def _unstopped(points: list[Point]) -> dict[tuple[float, float], list[str]]:
     return out
 
 
+def _left_out(summary: Summary, setting: tuple[str, ...]) -> list[str]:
+    """The budgeted rows of ``setting`` (without its budget) that have no Avg. Gap to draw."""
+    return [f"{r.labels['unlearner']} at {r.labels['budget']}" for r in summary.rows if not r.gold
+            and r.labels["budget"] and r.setting[:-1] == setting and r.mean("avg_gap") is None]
+
+
 def _budgeted(summary: Summary) -> bool:
     return any(r.labels.get("budget") for r in summary.rows)
 
 
 def _panels(summary: Summary) -> list[tuple[tuple[str, ...], Row | None, list[Point]]]:
     """Per forget setting with a budgeted row: (setting without the budget, the gold row whose Avg. Gap is the noise
-    floor or None, every unlearner row of it with an Avg. Gap and FLOP counts, budgeted or not)."""
+    floor or None, every unlearner row of it with FLOP counts, budgeted or not)."""
     out: dict[tuple, tuple] = {}
     for row in summary.rows:
         setting, gap = row.setting[:-1], row.mean("avg_gap")
         _, gold, points = out.setdefault(setting, (setting, None, []))
         if row.gold and gold is None and gap is not None:
             out[setting] = (setting, row, points)
-        elif not row.gold and gap is not None and (point := _point(row)) is not None:
+        elif not row.gold and (point := _point(row)) is not None:
             points.append(point)
     return [v for v in out.values() if any(p.status != "unlimited" for p in v[2])]
 

@@ -58,13 +58,14 @@ def colours(labels: Iterable[str]) -> dict[str, str]:
 
 def write_all(summary: Summary, out: Path) -> tuple[list[Path], list[str]]:
     """Write every figure the summary allows into ``out``; returns their paths and notes on the ones skipped."""
-    from mu_lightning.tracking.report import budget  # the quality-vs-compute figure, when runs have a budget
+    # the quality-vs-compute figure when runs have a budget; per-example KLoM when runs wrote it (metric=ensemble)
+    from mu_lightning.tracking.report import budget, klom_plot
 
     colour = colours(r.labels["unlearner"] for r in summary.rows if not r.gold)
     bars = "objective.png" if summary.objective else "avg_gap.png"
     figures, notes = [], []
     for name, draw in (("forget_vs_acc.png", forget_vs_acc), (bars, gap_bars), ("time.png", times),
-                       ("trajectory.png", trajectory), *budget.figures(summary)):
+                       ("trajectory.png", trajectory), *budget.figures(summary), *klom_plot.figures(summary)):
         fig = draw(summary, colour)
         if isinstance(fig, str):
             notes.append(f"{name} skipped: {fig}")
@@ -209,7 +210,8 @@ def _grid(rows: int, cols: int, size: tuple[float, float]):
 def _title(setting: tuple[str, ...], rows: list[Row]) -> str:
     ns = sorted({r.n for r in rows})
     n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-    return f"{' / '.join(filter(None, setting))}\nn = {n}"  # no empty budget label
+    budget = f"\nbudget {setting[-1]}" if setting[-1] else ""  # runs.LABELS: the budget last, on a line of its own
+    return f"{' / '.join(setting[:-1])}{budget}\nn = {n}"
 
 
 def _ci() -> str:

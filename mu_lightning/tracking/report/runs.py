@@ -25,7 +25,7 @@ from mu_lightning.tracking.naming import forget_label
 
 # flop_speedup, then the comparable wall-clock speedup, then the seconds themselves
 KNOWN = ("forget_acc", "retain_acc", "test_acc", "avg_gap", "mia_efficacy", "flop_speedup", "speedup",
-         "train_seconds")
+         "train_seconds", "klom_forget", "klom_forget_p95")  # KLoM (metric=ensemble): its mean, then its tail
 # keys that do not change what a run computes: never part of a row's identity
 IGNORED = ("paths.", "logger.", "callbacks.", "metric.", "cache", "threads", "tags", "task_name", "extras.",
            "save_unlearned")

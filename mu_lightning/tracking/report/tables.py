@@ -13,7 +13,7 @@ from mu_lightning.tracking.report.runs import KNOWN, LABELS, LEVEL, Summary, _t
 # how ``marks`` ranks a column, by a part of its name: higher is better (speed-ups, agreement with gold, ToW), lower
 # is better (gaps, costs, distances to gold); accuracies and MIA scores are best closest to gold; others: no rule
 HIGHER = ("speedup", "agreement", "tow")
-LOWER = ("gap", "seconds", "flops", "grad_evals", "_kl_", "_js_", "actdist", "weight_dist_gold")
+LOWER = ("gap", "seconds", "flops", "grad_evals", "_kl_", "_js_", "actdist", "weight_dist_gold", "klom_")
 
 
 def marks(summary: Summary) -> dict[str, dict[int, str]]:
