@@ -25,7 +25,7 @@ from mu_lightning.data import Samples, UnlearningDataModule
 from mu_lightning.errors import ConfigError, RunFault
 from mu_lightning.metrics import EvalContext
 from mu_lightning.metrics import evaluate as evaluate_tiers
-from mu_lightning.pipeline import run
+from mu_lightning.pipeline import quiet_lightning, run
 from mu_lightning.runtime.checks import check_numbers
 from mu_lightning.runtime.targets import check_targets
 from mu_lightning.unlearners import Unlearner
@@ -59,6 +59,7 @@ def unlearn(model: nn.Module, forget: Part, retain: Part, method: str = "finetun
     _check_finite(model, "model")
     data = TensorData(forget=forget, retain=retain, val=val)
     data.setup()
+    quiet_lightning()  # no GPU/TPU/tip banners, as train.py
     L.seed_everything(seed, workers=True, verbose=False)
     unlearner: Unlearner = instantiate(node, model=copy.deepcopy(model))
     facts, seconds = unlearner.run(data, lambda epochs: L.Trainer(**{**TRAINER, **(trainer or {})}, max_epochs=epochs),

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 StateDict = dict[str, torch.Tensor]
 FORMAT = 2  # bump when the meaning of a stored entry changes (2: records bound to stage and key)
 RECORD_FIELDS = {"format": int, "stage": str, "key": str, "size": int, "sha256": str, "meta": dict}
+META_NUMBERS = ("fit_seconds", "steps", "samples", "flops", "grad_evals")  # facts later arithmetic reads
 WAIT_NOTE_S = 60.0  # while another process holds a key's lock, say who it is this often
 
 
@@ -134,7 +135,9 @@ def record_problem(info: Any, stage: str, key: str) -> str | None:
         return f"its record has format {info['format']}, this version reads {FORMAT}"
     if (info["stage"], info["key"]) != (stage, key):
         return f"its record belongs to {info['stage']}-{info['key']}, not {stage}-{key}"
-    return None
+    wrong = [name for name in META_NUMBERS if name in info["meta"] and info["meta"][name] is not None
+             and (isinstance(info["meta"][name], bool) or not isinstance(info["meta"][name], int | float))]
+    return f"its record's meta.{wrong[0]} is not a number" if wrong else None
 
 
 def _acquire(lock: FileLock, lock_path: Path, stage: str, key: str) -> None:

@@ -68,7 +68,7 @@ def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None 
     the results, eval.py's ``eval_cli.warn_about_checkpoints``) with the command line's error handling: a
     ConfigError exits with code 2, an OSError with 1, both before any training."""
     from mu_lightning.pipeline import run  # imported here so --help and config errors answer fast
-    from mu_lightning.runtime import distributed
+    from mu_lightning.runtime import debug, distributed
     from mu_lightning.tuning import objective as hpo
 
     ok, interrupted, run_dir = False, _watch_ctrl_c(), HydraConfig.get().runtime.output_dir
@@ -76,6 +76,7 @@ def execute(cfg: DictConfig, prepare: Callable[[DictConfig], DictConfig] | None 
         if _primary():
             lock_run_dir(run_dir)  # one run per run directory (files.py)
         console.label_job_logs()  # sweep jobs: "#3 finetune" before each log line
+        debug.apply_epochs(cfg)  # debug.epochs (pipeline.start_up applies it too): the config shows what will run
         console.show_config(cfg)  # extras.print_config
         results = run(prepare(cfg) if prepare else cfg)  # None on DDP ranks > 0
         if after is not None and results is not None:

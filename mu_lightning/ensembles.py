@@ -14,6 +14,7 @@ nothing here imports the pipeline.
 
 from __future__ import annotations
 
+import copy
 import csv
 import functools
 import inspect
@@ -106,9 +107,9 @@ class Ensembles:
                     states[i] = state
                     self.facts["trained_alone"] += 1
         self.facts["seconds"] += time.perf_counter() - t0
-        models = []
-        for state in states:
-            model = self.build(None)
+        template, models = self.build(None), []
+        for state in states:  # copies of one network: building each anew costs more than a small member's training
+            model = copy.deepcopy(template)
             model.load_state_dict(state)
             models.append(model.eval())
         return models

@@ -46,6 +46,7 @@ from mu_lightning.stages.classifier import resumable
 from mu_lightning.stages.timing import calibration, gold_timing
 from mu_lightning.tracking import loggers as logger_factories
 from mu_lightning.tracking.naming import stage_run
+from mu_lightning.tracking.trajectory import with_trajectory
 from mu_lightning.unlearners import Unlearner
 from mu_lightning.weights import load_weights
 
@@ -137,8 +138,9 @@ def request_label(k: int, n: int) -> str:
 def stage_loggers(cfg: DictConfig, stage: str, seed: int, key: str | None = None):
     """The configured loggers for one stage (named, configured and tagged by ``naming.stage_run``), as a context
     manager: closed as failed if the block raises."""
-    run = stage_run(cfg, stage, seed, key, protocol_choice())
-    return logger_factories.opened([instantiate(entry)(run=run) for entry in (cfg.logger or {}).values() if entry])
+    run = stage_run(cfg, stage, seed, key, protocol_choice())  # + the trajectory file, whatever the loggers
+    return logger_factories.opened(with_trajectory([instantiate(entry)(run=run) for entry in (cfg.logger or {}).values()
+                                                    if entry], cfg.paths.output_dir, stage))
 
 
 def stage_key(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int) -> str:
@@ -380,6 +382,8 @@ def _trainer(cfg: DictConfig, max_epochs: int, loggers: list, callbacks: list = 
         kwargs["enable_progress_bar"] = sys.stderr.isatty()
         if kwargs["enable_progress_bar"]:
             callbacks.append(StageProgressBar(stage, refresh_rate=10))
+    log.debug("%-8s Trainer(%s, max_epochs=%d, callbacks=%s, %s)", stage or "timing", kwargs, max_epochs,
+              [type(c).__name__ for c in callbacks], limits or "no limits")
     return L.Trainer(**kwargs, max_epochs=max_epochs, logger=loggers or False, callbacks=callbacks,
                      default_root_dir=cfg.paths.output_dir, **limits)
 

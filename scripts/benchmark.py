@@ -1,6 +1,6 @@
 """Performance benchmark: every speed target of the project, measured in one run and printed as a table.
 
-    python scripts/benchmark.py                 # all sections, ~10 minutes on 2 cores
+    python scripts/benchmark.py                 # all sections, ~25 minutes on 2 cores (6-8: ~12 of them)
     python scripts/benchmark.py --only 1 2      # some sections
     python scripts/benchmark.py --json bench.json
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 
 import pytest
@@ -122,7 +123,7 @@ def test_a_cached_gold_is_timed_again_here(run_pipeline):
     probe, gold_steps = timing["calibration"], second["stages"]["gold"]["steps"]
     # the warm-up batch is left out, and the timed steps are within the gold recipe's
     assert 0 < probe["warmup_steps"] and 0 < probe["steps"] <= gold_steps - probe["warmup_steps"]
-    assert probe["batches"] >= 1 and probe["seconds"] > 0 and probe["spread"] >= 0
+    assert probe["samples"] >= 1 and probe["seconds"] > 0 and probe["spread"] >= 0
     q1, q3 = probe["step_seconds_quartiles"]
     assert q1 <= probe["step_seconds"] <= q3
     assert timing["comparable_fit_seconds"] == pytest.approx(probe["step_seconds"] * gold_steps)
@@ -134,30 +135,31 @@ def test_a_cached_gold_is_timed_again_here(run_pipeline):
 SLOWER = 4.0  # how much slower the clock runs in a "loaded" run
 
 
-@pytest.mark.slow  # four runs, ~15 s
+@pytest.mark.slow  # twelve runs, ~40 s
 def test_speedup_is_comparable_whatever_load_the_cached_gold_saw(run_pipeline, monkeypatch, tmp_path):
     """A machine loaded while the cached gold trained and idle now, and the reverse, simulated by a clock that runs
     SLOWER times fast in the loaded runs (every second of a stage, calibration included, counts SLOWER times): the
     comparable ``speedup`` stays within 1.5× of the one whose gold trained in the same process under the same
-    conditions, while ``speedup_recorded`` moves with the recorded gold time."""
-    real = time.perf_counter
+    conditions, while ``speedup_recorded`` moves with the recorded gold time. Medians of three runs each, so that a
+    time slice lost to another process on a shared machine is noise, not the result."""
+    real, runs = time.perf_counter, iter(range(100))
 
-    def run(out: str, cache: str, loaded: bool) -> dict:
+    def run(cache: str | None, loaded: bool) -> dict:
         with monkeypatch.context() as patch:
             if loaded:
                 patch.setattr(time, "perf_counter", lambda: real() * SLOWER)
-            return run_pipeline("callbacks.forget_retain=null", "train.epochs=16",
-                                f"paths.cache_dir={tmp_path / cache}", out=out)
+            where = f"paths.cache_dir={tmp_path / cache}" if cache else "cache=false"
+            return run_pipeline("callbacks.forget_retain=null", "dataset.source.num_samples=6000", "train.epochs=10",
+                                "unlearner.epochs=10", where, out=f"run{next(runs)}")["metrics"]
 
-    loaded_here, idle_now = run("loaded-then", "a", loaded=True), run("idle-now", "a", loaded=False)
-    idle_here, loaded_now = run("idle-then", "b", loaded=False), run("loaded-now", "b", loaded=True)
-    for trained_here in (loaded_here, idle_here):
-        assert trained_here["stages"]["gold"]["timing"]["source"] == "trained in this run"
-    for cached, same_process, moved in ((idle_now, idle_here, SLOWER), (loaded_now, loaded_here, 1 / SLOWER)):
-        m = cached["metrics"]
-        assert cached["stages"]["gold"]["cache_hit"]
-        assert 1 / 1.5 < m["unlearn/speedup"] / same_process["metrics"]["unlearn/speedup"] < 1.5
-        recorded_over_comparable = m["unlearn/speedup_recorded"] / m["unlearn/speedup"]
-        print(f"speedup {m['unlearn/speedup']:.2f} (same process {same_process['metrics']['unlearn/speedup']:.2f}), "
-              f"recorded {m['unlearn/speedup_recorded']:.2f}; calibration {cached['stages']['gold']['timing']}")
-        assert recorded_over_comparable == pytest.approx(moved, rel=0.5)  # the recorded one moved with the load
+    def median(key: str, results: list[dict]) -> float:
+        return statistics.median(m[f"unlearn/{key}"] for m in results)
+
+    here = {loaded: [run(cache, loaded), run(None, loaded), run(None, loaded)]  # gold trained in the same process
+            for loaded, cache in ((True, "trained-loaded"), (False, "trained-idle"))}
+    now = {False: [run("trained-loaded", False) for _ in range(3)],  # loaded then, idle now
+           True: [run("trained-idle", True) for _ in range(3)]}  # idle then, loaded now
+    for loaded, moved in ((False, SLOWER), (True, 1 / SLOWER)):
+        speedup = median("speedup", now[loaded])
+        assert 1 / 1.5 < speedup / median("speedup", here[loaded]) < 1.5
+        assert median("speedup_recorded", now[loaded]) / speedup == pytest.approx(moved, rel=0.5)  # it moved

@@ -59,7 +59,8 @@ def test_gradient_clipping_is_per_member():
 
 def test_what_cannot_be_vectorised_says_why():
     assert not_vectorisable(mlp(0), SGD) is None
-    assert "BatchNorm2d" in not_vectorisable(CNN([1, 8, 8], 10), SGD)
+    assert not_vectorisable(CNN([1, 8, 8], 10), SGD) is None  # its batch norms batched by channel (stacked_cnn)
+    assert "BatchNorm1d" in not_vectorisable(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2)))
     assert "Dropout" in not_vectorisable(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)))
     assert "LBFGS" in not_vectorisable(mlp(0), functools.partial(torch.optim.LBFGS, lr=1))
     with pytest.raises(ValueError, match="different sizes"):
@@ -127,11 +128,32 @@ def test_members_trained_together_are_the_stages_alone_under_their_keys(run_part
         assert abs(acc(member) - acc(alone.model)) <= 1 / len(y) + 1e-9
 
 
-def test_batch_norm_falls_back_to_one_at_a_time_with_the_same_results(run_parts, tmp_path):
+def test_cnn_members_with_batch_norm_are_the_stages_alone(run_parts, tmp_path):
     from mu_lightning.cache import StageCache
     from mu_lightning.pipeline import trained_model
 
-    cfg, data, cache, ens = run_parts("model=cnn")
+    cfg, data, cache, ens = run_parts("model=cnn", "model.channels=[8,16]")
+    assert ens.problem("gold") is None
+    models = ens.golds(data, [0, 1, 2])
+    assert ens.facts["trained_together"] == 3
+    x, y = data.tensors("test")
+    for seed, model in zip((0, 1, 2), models, strict=True):
+        alone = trained_model(cfg, data, StageCache(tmp_path / "alone"), "gold", seed)
+        for name, t in alone.model.state_dict().items():  # running statistics included
+            torch.testing.assert_close(model.state_dict()[name], t, rtol=1e-4, atol=1e-5)
+        hit = trained_model(cfg, data, cache, "gold", seed)
+        assert hit.facts["cache_hit"] and hit.facts["flops"] == alone.facts["flops"]
+        with torch.no_grad():
+            agree = (model.eval()(x).argmax(1) == alone.model.eval()(x).argmax(1)).float().mean().item()
+        assert agree >= 1 - 1 / len(y) - 1e-9
+
+
+@pytest.mark.slow
+def test_batch_norm_elsewhere_falls_back_to_one_at_a_time_with_the_same_results(run_parts, tmp_path):
+    from mu_lightning.cache import StageCache
+    from mu_lightning.pipeline import trained_model
+
+    cfg, data, cache, ens = run_parts("model=resnet18", "model.width=4")
     assert "BatchNorm2d" in ens.problem("gold")
     models = ens.golds(data, [0, 1])
     assert ens.facts["trained_alone"] == 2 and ens.facts["trained_together"] == 0
@@ -141,9 +163,16 @@ def test_batch_norm_falls_back_to_one_at_a_time_with_the_same_results(run_parts,
             assert torch.equal(model.state_dict()[name], t), name
 
 
-def test_vectorise_false_and_shadow_views(run_parts):
+def test_vectorise_false_and_shadow_views(run_parts, tmp_path):
+    from mu_lightning.cache import StageCache
+    from mu_lightning.pipeline import trained_model
+
     cfg, data, cache, ens = run_parts("metric=ensemble", "metric.ensemble.vectorise=false")
     assert ens.problem("original") == "metric.ensemble.vectorise=false"
+    for seed, model in zip((0, 1), ens.golds(data, [0, 1]), strict=True):  # one at a time: the stage alone, exactly
+        alone = trained_model(cfg, data, StageCache(tmp_path / "alone"), "gold", seed)
+        assert all(torch.equal(model.state_dict()[k], t) for k, t in alone.model.state_dict().items())
+    assert ens.facts["trained_alone"] == 2
     with open_dict(cfg):
         cfg.metric.ensemble.vectorise = True
     masks, models = ens.shadows(data, 4, seed=0, first_seed=0)
@@ -155,3 +184,12 @@ def test_vectorise_false_and_shadow_views(run_parts):
     assert ens.facts["loaded"] == 4
     for a, b in zip(models, again, strict=True):
         assert torch.equal(a.state_dict()["1.weight"], b.state_dict()["1.weight"])
+
+
+@pytest.mark.parametrize(("override", "reason"), [
+    ("trainer=ddp_cpu", "not one 32-bit CPU process"),
+    ("train.checkpoint_every=2", "resumable"),
+])
+def test_other_trainers_and_recipes_train_one_at_a_time(run_parts, override, reason):
+    cfg, data, cache, ens = run_parts(override)
+    assert reason in ens.problem("gold")

@@ -124,12 +124,32 @@ def test_memorised_samples_are_missed_by_models_that_excluded_them(run_pipeline,
 
 
 @pytest.mark.slow
-def test_subpopulation_runs_and_replays(run_pipeline, tmp_path):
+def test_subpopulation_is_a_cluster_and_replays(run_pipeline, tmp_path):
     res = run_pipeline("forget=subpopulation", "forget.count=30", "forget.seed=3", *DIGITS_SHORT, fast=False,
                        out="sub", shared_cache=True)
     ids = forget_ids(tmp_path / "sub")
     assert len(ids) == 30 and res["metrics"]["unlearn/forget_acc"] is not None
+    from mu_lightning.data.sources import digits
+
+    labels = digits().y[torch.tensor(ids)]
+    assert labels.bincount().max() >= 0.8 * len(ids)  # neighbours in M's features: mostly one class (a random 30: ~3)
     again = run_pipeline("forget=indices", f"forget.path={tmp_path / 'sub' / 'forget_ids.txt'}", *DIGITS_SHORT,
                          fast=False, out="replay", shared_cache=True)
     assert forget_ids(tmp_path / "replay") == ids
     assert again["metrics"]["original/forget_acc"] == res["metrics"]["original/forget_acc"]
+
+
+def test_a_model_made_elsewhere_is_refused():
+    from omegaconf import OmegaConf
+
+    from mu_lightning.metrics.context import EvalContext
+    from mu_lightning.metrics.ensemble import ensemble
+
+    ctx = EvalContext(models={}, data=None, stages={"original": {"seed": 0}, "unlearn": {"source": "checkpoint"}},
+                      seconds={}, cfg=OmegaConf.create({"ensemble": {"size": 4}}), gold=None, unlearned=None,
+                      fresh_model=None, ensembles=object())
+    with pytest.raises(ConfigError, match="did not make unlearned.checkpoint"):
+        ensemble(ctx)
+    ctx.ensembles = None
+    with pytest.raises(ConfigError, match="needs the pipeline's ensembles"):
+        ensemble(ctx)

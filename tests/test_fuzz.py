@@ -1,10 +1,13 @@
-"""Fuzz-style: a seeded generator draws a few dozen bad overrides and damaged input files, and each goes through
-``python train.py`` as a user would run it. Every one must end with exit code 1 or 2 and one short message without
-a Python traceback, and leave no results.json and no stage-cache entry (slow tier: one process per case)."""
+"""Fuzz-style: a seeded generator draws a few dozen bad overrides, damaged input files, forbidden resolvers,
+``hydra.job.env_set`` entries and launcher strings, and bad ``eval.py run_dir=`` calls, and each goes through
+``python train.py`` (or ``eval.py``) as a user would run it. Every one must end with exit code 1 or 2 and one short
+message without a Python traceback, run no payload, and leave no results.json and no stage-cache entry (slow tier: one
+process per case). Damaged, foreign and booby-trapped resume checkpoints are drawn the same way, in-process."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import random
 import struct
 import subprocess
@@ -16,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["dataset=synthetic", "dataset.source.num_samples=300", "logger=none", "unlearner=none", "train.epochs=2"]
-CASES = 36
+CASES = 60
 NUMERIC = ["train.optimizer.lr", "train.epochs", "train.batch_size", "unlearner.optimizer.lr", "unlearner.batch_size",
            "unlearner.epochs", "seed", "unlearn_seed", "dataset.split_seed", "forget.fraction", "forget.seed",
            "train.optimizer.momentum", "train.optimizer.weight_decay", "dataset.test_fraction"]
@@ -78,11 +81,53 @@ def _override(rng: random.Random, tmp: Path) -> list[str]:
     return [*BASE, f"{key}={rng.choice(NOT_A_NUMBER + BAD_FOR.get(key, []))}"]
 
 
+RESOLVERS = ["oc.decode", "oc.create", "oc.env", "oc.deprecated", "python_eval", "oc.dict.keyz"]
+PLACES = ["+model.x", "tags", "+hydra.callbacks.x", "+hydra.job.env_set.OMP_NUM_THREADS", "+dataset.source.x"]
+ENV_SET = [("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1"), ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "0"), ("WANDB_MODE", "online"),
+           ("WANDB_BASE_URL", "https://x.example"), ("WANDB_API_KEY", "k"), ("LD_PRELOAD", "/x.so"),
+           ("PYTHONSTARTUP", "/x.py"), ("OMP_NUM_THREADS", "'2;id'"), ("CUDA_VISIBLE_DEVICES", "'0|id'")]
+LAUNCHER = ["partition", "account", "qos", "comment", "constraint", "additional_parameters.x"]
+SHELL = [";", "|", "&", "$(id)", "`id`", "\\n", ">", "<", "'", "\\"]
+
+
+def _resolver(rng: random.Random, tmp: Path) -> list[str]:
+    payload = f"{{_target_: builtins.open, file: {tmp.parent / 'marker'}, mode: w}}"
+    return [*BASE, f'{rng.choice(PLACES)}="${{{rng.choice(RESOLVERS)}:\'{payload}\'}}"']
+
+
+def _env_set(rng: random.Random, tmp: Path) -> list[str]:
+    name, value = rng.choice(ENV_SET)
+    return [*BASE, f"+hydra.job.env_set.{name}={value}"]
+
+
+def _launcher(rng: random.Random, tmp: Path) -> list[str]:
+    option, char = rng.choice(LAUNCHER), rng.choice(SHELL)
+    value = f"gpu{char}touch {tmp.parent / 'marker'}".replace("'", "\\'")
+    return [*BASE, "hydra/launcher=slurm", f"++hydra.launcher.{option}='{value}'"]
+
+
+def _eval(rng: random.Random, tmp: Path) -> list[str]:
+    """eval.py on a run directory that is not one, mixes files, or with an override it refuses."""
+    run = tmp.parent / "evalrun"
+    run.mkdir(parents=True, exist_ok=True)
+    kind = rng.choice(["garbage", "no_config", "mixed", "seed", "trainer", "into_run", "no_weights"])
+    record = {"config": {"paths": {"output_dir": str(run)}, "trainer": {}}, "files": {"unlearned.pt": "0" * 64}}
+    (run / "results.json").write_text("{not json" if kind == "garbage" else "{}" if kind == "no_config"
+                                      else json.dumps(record))
+    if kind != "no_weights":
+        (run / "unlearned.pt").write_bytes(bytes(rng.randrange(256) for _ in range(32)))
+    extra = {"seed": ["seed=3"], "trainer": ["+trainer.max_steps=3"], "into_run": [f"hydra.run.dir={run}"]}
+    return ["eval.py", f"run_dir={run}", "logger=none", *extra.get(kind, [])]
+
+
+MAKERS = (_override, _ids_file, _tensor_file, _mnist_dir, _resolver, _env_set, _launcher, _eval)
+
+
 def generated_cases(seed: int = 17, n: int = CASES) -> list[tuple[str, ...]]:
     """``n`` bad command lines (tuples of overrides; file cases name a ``{tmp}`` path) from a seeded generator."""
     rng, cases = random.Random(seed), []
     for k in range(n):
-        make = rng.choices([_override, _ids_file, _tensor_file, _mnist_dir], weights=[5, 2, 2, 1])[0]
+        make = rng.choices(MAKERS, weights=[5, 2, 2, 1, 2, 2, 1, 2])[0]
         tmp = Path("{tmp}") / f"case{k}"
         cases.append((make.__name__, str(rng.random()), str(tmp)))
     return cases
@@ -92,16 +137,76 @@ def generated_cases(seed: int = 17, n: int = CASES) -> list[tuple[str, ...]]:
 @pytest.mark.parametrize("case", generated_cases(), ids=lambda c: f"{c[0]}-{c[2].rsplit('case', 1)[1]}")
 def test_a_bad_input_ends_in_one_message(tmp_path, case):
     maker, draw, _ = case
-    make = {f.__name__: f for f in (_override, _ids_file, _tensor_file, _mnist_dir)}[maker]
-    args = make(random.Random(draw), tmp_path)
+    make = {f.__name__: f for f in MAKERS}[maker]
+    (tmp_path / "case").mkdir()
+    args = make(random.Random(draw), tmp_path / "case")
+    script, args = (args[0], args[1:]) if args[0] == "eval.py" else ("train.py", args)
     cache = tmp_path / "cache"
-    out = subprocess.run([sys.executable, "train.py", *args, f"paths.cache_dir={cache}",
-                          f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    run_dir = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={tmp_path / 'run'}"]
+    out = subprocess.run([sys.executable, script, *args, f"paths.cache_dir={cache}", *run_dir], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
     text = out.stdout + out.stderr
+    assert not (tmp_path / "marker").exists(), f"{args}: the payload ran\n{text[-3000:]}"
     assert out.returncode in (1, 2), f"{args}: exit {out.returncode}\n{text[-3000:]}"
     assert "Traceback" not in text and 'File "' not in text, f"{args}:\n{text[-3000:]}"
     errors = [line for line in text.splitlines() if "error" in line.lower() or "Could not" in line]
     assert errors, f"{args}: no message\n{text[-3000:]}"
     assert not (tmp_path / "run" / "results.json").exists()
     assert not list(cache.glob("*.json")) and not list(cache.glob("*.pt"))
+
+
+class _Payload:
+    """Unpickling it would create ``marker``: a planted checkpoint must never be unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _damaged_checkpoint(rng: random.Random, path: Path, good: dict) -> str:
+    import torch
+
+    kind = rng.choice(["bytes", "truncated", "other_entry", "no_record", "nan", "payload", "empty", "not_a_dict"])
+    if kind == "bytes":
+        path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        saved = {"other_entry": {**good, "mu_lightning": {**good["mu_lightning"], "bound": "original-0000"}},
+                 "no_record": {k: v for k, v in good.items() if k != "mu_lightning"},
+                 "nan": {**good, "state_dict": {k: v * float("nan") for k, v in good["state_dict"].items()}},
+                 "payload": {**good, "extra": _Payload(path.parent / "marker")},
+                 "truncated": good, "not_a_dict": [1, 2, 3]}[kind]
+        torch.save(saved, path)
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[: rng.randrange(1, path.stat().st_size)])
+    return kind
+
+
+def test_a_damaged_or_foreign_resume_checkpoint_is_never_resumed_from(tmp_path, caplog):
+    """Seeded: each damaged, foreign or booby-trapped resume checkpoint is removed with a warning naming it."""
+    import torch
+    from hydra.utils import instantiate
+
+    from mu_lightning.stages.classifier import resumable
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg(tmp_path, ["train.checkpoint_every=2"])
+    module = instantiate(cfg.train, model=instantiate(cfg.model))
+    work = tmp_path / "work" / "gold-1234"
+    work.mkdir(parents=True)
+    good = {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}, "epoch": 1,
+            "mu_lightning": {"bound": work.name, "cost": {"flops": 1, "grad_evals": 1, "seconds": 0.1}}}
+    rng = random.Random(24)
+    for _ in range(16):
+        kind = _damaged_checkpoint(rng, work / "last.ckpt", good)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            _, resume_from = resumable(module, work)
+        assert resume_from is None and not (work / "last.ckpt").exists(), kind
+        assert f"resume checkpoint {work / 'last.ckpt'} is not used" in caplog.text, kind
+        assert not (work / "marker").exists(), kind
+    torch.save(good, work / "last.ckpt")
+    assert resumable(module, work)[1] == str(work / "last.ckpt")

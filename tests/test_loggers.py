@@ -230,12 +230,18 @@ def test_wandb_with_the_full_tier_on_a_fresh_cache_keeps_each_stage_in_its_own_r
     run (W&B "run is finished" after all the training, no results.json) and logged their curves into it."""
     results = run_pipeline("logger=wandb", "metric=full", "metric.seeds=3", "train.epochs=2", "unlearner.epochs=1")
     assert results["metrics"]["unlearn/ks_pvalue"] is not None
-    runs = wandb_runs(tmp_path / "run")
-    assert {"original", "gold", "gold_seed1", "unlearn"} <= set(runs), set(runs)
-    assert all(_exit_code(records) == 0 for records in runs.values())
-    assert {k for k, v in results["metrics"].items() if v is not None} <= _keys(runs["unlearn"], "summary")
-    assert "train_loss" in _keys(runs["gold_seed1"], "history") | _keys(runs["gold_seed1"], "summary")
-    logged = [r for r in runs["unlearn"] if r.WhichOneof("record_type") == "history"
+    wandb_runs(tmp_path / "run")  # waits until every run's file is flushed
+    runs = []
+    for path in (tmp_path / "run").glob("wandb/offline-run-*/run-*.wandb"):
+        records = _parse_wandb_log(path.read_bytes(), path)
+        (start,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        runs.append((start.job_type, records))
+    kinds = sorted(kind for kind, _ in runs)
+    assert kinds == ["gold", "gold", "gold", "original", "unlearn"], kinds  # each gold seed a run of its own
+    assert all(_exit_code(records) == 0 for _, records in runs)
+    (unlearn,) = [records for kind, records in runs if kind == "unlearn"]
+    assert {k for k, v in results["metrics"].items() if v is not None} <= _keys(unlearn, "summary")
+    logged = [r for r in unlearn if r.WhichOneof("record_type") == "history"
               and "train_loss" in {i.key or "/".join(i.nested_key) for i in r.history.item}]
     assert len(logged) == 1, len(logged)  # unlearner.epochs=1: its own loss only, no gold seed's 2 epochs
 

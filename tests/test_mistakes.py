@@ -86,3 +86,21 @@ def test_an_earlier_runs_folder_that_cannot_move_is_refused_before_anything_move
         assert (tmp_path / "results.json").exists()  # nothing half-moved
     finally:
         (tmp_path / "previous").chmod(0o700)
+
+
+def test_a_cache_record_with_a_wrong_typed_fact_is_trained_again_not_a_traceback(tmp_path, caplog):
+    import json
+
+    import torch
+
+    from mu_lightning.cache import StageCache
+
+    cache = StageCache(tmp_path)
+    cache.store("gold", "k1", {"w": torch.ones(2)}, {"fit_seconds": 1.5, "steps": 3})
+    record = tmp_path / "gold-k1.json"
+    info = json.loads(record.read_text())
+    info["meta"]["fit_seconds"] = "fast"
+    record.write_text(json.dumps(info))
+    with caplog.at_level("WARNING"):
+        assert cache.load("gold", "k1") is None
+    assert "its record's meta.fit_seconds is not a number" in caplog.text and not record.exists()

@@ -196,7 +196,11 @@ def two_settings(tmp_path) -> report.Summary:
 def drawn_colours(fig) -> dict[str, str]:
     """Method → colour as drawn: error-bar points and lines by their label, bars by their tick label."""
     fig.canvas.draw()  # fills in the categorical tick labels
-    out, method = {}, lambda label: not label.startswith("_") and "gold" not in label and "1×" not in label
+    out = {}
+
+    def method(label: str) -> bool:
+        return not label.startswith("_") and "gold" not in label and not label.startswith(("1×", "none"))
+
     for ax in fig.axes:
         for line in ax.get_lines():
             if method(line.get_label()):
@@ -211,13 +215,26 @@ def drawn_colours(fig) -> dict[str, str]:
     return out
 
 
+def test_palette_is_colour_blind_safe_and_distinct_within_a_figure():
+    every = report_plots.colours(report.catalogue())
+    methods = [m for m in report.catalogue() if m != "none"]
+    styles = {(every[m], *report_plots.style(every, m)) for m in methods}
+    assert len(styles) == len(methods)  # the whole catalogue in one figure: colour, marker or line tells them apart
+    assert len({every[m] for m in methods[:len(report_plots.PALETTE)]}) == len(report_plots.PALETTE)
+    assert every["none"] == report_plots.REFERENCE and every["none"] not in report_plots.PALETTE
+    assert report_plots.PALETTE[:6] == ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")  # Okabe-Ito
+    few = report_plots.colours(["scrub", "finetune", "gradient_ascent", "my_method"])
+    assert few == dict(zip(["finetune", "gradient_ascent", "scrub", "my_method"], report_plots.PALETTE[:4],
+                           strict=False))  # catalogue order, a method outside it last
+    # an Optuna study's trials are variants of one method: each its own colour, right after the method's
+    study = report_plots.colours(["finetune[lr=0.1]", "finetune[lr=0.01]", "finetune", "scrub", "none"])
+    assert len(set(study.values())) == 5 and study["finetune"] == report_plots.PALETTE[0]
+    assert [study[k] for k in ("finetune[lr=0.01]", "finetune[lr=0.1]", "scrub")] == list(report_plots.PALETTE[1:4])
+
+
 def test_figures_one_row_per_setting_fixed_colours_references_and_positive_intervals(two_settings):
     colour = report_plots.colours(["finetune", "gradient_ascent", "random_label", "my_method"])
-    every = report_plots.colours(report.catalogue())
-    assert len(set(every.values())) == len(every)  # each method of the catalogue its own colour
-    assert {m: colour[m] for m in ("finetune", "gradient_ascent", "random_label")} == \
-        {m: every[m] for m in ("finetune", "gradient_ascent", "random_label")}  # the same in any figure
-    assert colour["my_method"] not in every.values()  # a label outside the catalogue gets another colour
+    assert len(set(colour.values())) == 4
     figs = {f.__name__: f(two_settings, colour) for f in (report_plots.forget_vs_acc, report_plots.gap_bars,
                                                           report_plots.times, report_plots.trajectory)}
     shapes = {name: [ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes] for name, fig in figs.items()}
@@ -228,22 +245,37 @@ def test_figures_one_row_per_setting_fixed_colours_references_and_positive_inter
     for name, fig in figs.items():
         drawn = drawn_colours(fig)
         assert set(drawn) >= {"finetune", "gradient_ascent", "random_label"}, name
-        assert all(drawn[m] == {colour[m]} for m in ("finetune", "gradient_ascent", "random_label")), name
+        assert all(drawn[m] == {colour[m].lower()} for m in ("finetune", "gradient_ascent", "random_label")), name
     speed, seconds = figs["times"].axes[:2]
-    assert [(line.get_ydata()[0], line.get_linestyle()) for line in speed.get_lines()
-            if line.get_label().startswith("1×")] == [(1.0, "--")]
-    assert seconds.get_yscale() == "log" and [t.get_text() for t in seconds.get_xticklabels()][0] == "gold (retrain)"
+    assert [(line.get_xdata()[0], line.get_linestyle()) for line in speed.get_lines()
+            if line.get_linestyle() == "--"] == [(1.0, "--")]  # gold: 1×
+    assert seconds.get_xscale() == "log" and "gold" not in [t.get_text() for t in seconds.get_yticklabels()]
+    assert [line.get_xdata()[0] for line in seconds.get_lines() if line.get_linestyle() == "--"] == [8.0]  # gold's
+    assert not [c for ax in figs["times"].axes for c in ax.containers if isinstance(c, BarContainer)]  # points
     golds = [[line for line in ax.get_lines() if "gold" in line.get_label()] for ax in figs["trajectory"].axes]
     assert [len(g) for g in golds] == [1] * 6 and golds[0][0].get_ydata()[0] == 0.9
     stars = [c for ax in figs["forget_vs_acc"].axes for c in ax.containers if c.get_label() == "gold (retrained)"]
     assert len(stars) == 4  # gold once per panel
-    for name, coords, low, high in (("gap_bars", [0], 0.0, math.inf), ("times", [1], 1e-300, math.inf),
+    for name, coords, low, high in (("gap_bars", [0], 0.0, math.inf), ("times", [0], 1e-300, math.inf),
                                     ("forget_vs_acc", [0, 1], 0.0, 1.0)):
         ends = [v for ax in figs[name].axes for c in ax.collections if isinstance(c, LineCollection)
                 for seg in c.get_segments() for v in seg[:, coords].ravel()]
         assert ends and low <= min(ends) and max(ends) <= high, name  # error bars drawn, none past the bounds
     for fig in figs.values():
         plt.close(fig)
+
+
+def test_trajectory_is_read_from_the_run_directory_file_first(tmp_path):
+    from mu_lightning.tracking.trajectory import TrajectoryFile
+
+    fake_trajectory(tmp_path / "a", "trajectory", {0: 1.0, 5: 0.5})  # the CSV logger's, older runs
+    recorder = TrajectoryFile(tmp_path / "a", "unlearn")
+    recorder.log_metrics({"train_loss": 2.0, "epoch": 0}, step=3)  # not a trajectory point: nothing written
+    assert not recorder.path.exists()
+    for step, value in ((0, 0.9), (9, 0.4)):
+        recorder.log_metrics({f"trajectory/{m}": value for m in ("forget_acc", "retain_acc", "mia_loss_auc")}
+                             | {"trajectory/gold_forget_acc": 0.5}, step=step)
+    assert report.read_trajectory(tmp_path / "a") == {m: {0: 0.9, 9: 0.4} for m in report.TRAJECTORY}
 
 
 def test_trajectory_reads_the_callbacks_keys_only(tmp_path):
@@ -285,8 +317,11 @@ def test_real_sweep_is_aggregated_by_the_hydra_callback(tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), "-m", "dataset=synthetic", "dataset.source.num_samples=600",
            "train.epochs=3", "unlearner=none,finetune", "seed=0,1", f"hydra.sweep.dir={sweep}",
            f"paths.cache_dir={tmp_path / 'cache'}"]
-    subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=600,
-                   env={**os.environ, "WANDB_MODE": "offline"})
+    done = subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True, timeout=600, text=True,
+                          env={**os.environ, "WANDB_MODE": "offline"})
+    console = done.stdout + done.stderr
+    assert console.count("config   dataset=synthetic") == 1 and "config of train" not in console  # once per sweep
+    assert all((sweep / str(job) / "config_tree.log").exists() for job in range(4))  # the whole tree, every job
     with (sweep / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["unlearner"], r["n"]) for r in rows] == [("gold", "2"), ("none", "2"), ("finetune", "2")]
@@ -298,6 +333,44 @@ def test_real_sweep_is_aggregated_by_the_hydra_callback(tmp_path):
     summary = report.summarise([sweep], tmp_path / "again")
     assert [(r.labels["unlearner"], r.n) for r in summary.rows] == [("gold", 2), ("none", 2), ("finetune", 1)]
     assert any(n.startswith(f"{sweep / '3'}: no results.json") for n in summary.notes)
+
+
+def test_the_do_nothing_baseline_is_never_best_and_is_a_reference_line_in_the_figures(tmp_path):
+    gold = {"forget_acc": 0.90, "retain_acc": 0.99}
+    for seed in (0, 1):  # none: M itself, closest to M and free: it would win forget_acc and train_seconds
+        fake_run(tmp_path / f"n{seed}", "none", seed, {"forget_acc": 0.9, "retain_acc": 0.99, "avg_gap": 0.5,
+                                                        "flops": 0.0}, gold, unlearn_s=4e-6 * (1 + seed))
+        fake_run(tmp_path / f"f{seed}", "finetune", seed, {"forget_acc": 0.8 + 0.01 * seed, "retain_acc": 0.9,
+                                                            "avg_gap": 0.2, "flops": 5.0 + seed}, gold, 1.0 + seed)
+        fake_run(tmp_path / f"g{seed}", "gradient_ascent", seed, {"forget_acc": 0.5, "retain_acc": 0.5 + 0.01 * seed,
+                                                                   "avg_gap": 0.3, "flops": 9.0}, gold, 3.0 + seed)
+    summary = summary_of(tmp_path)
+    marked = report.marks(summary)
+    baseline = [i for i, r in enumerate(summary.rows) if r.labels["unlearner"] == "none"]
+    assert baseline and not any(i in by_row for by_row in marked.values() for i in baseline)
+    assert marked["flops"] and marked["train_seconds"] and marked["forget_acc"]  # the others are still ranked
+    md, out = report.markdown(summary, marked), tmp_path / "csv"
+    assert "| none | 2 | 0.9000 ± 0.0000 |" in md and "never marked" in md
+    report.write_csv(summary, marked, out)
+    assert [(r["best"], r["tied"]) for r in csv.DictReader(out.open()) if r["unlearner"] == "none"] == [("", "")]
+    colour = report_plots.colours(r.labels["unlearner"] for r in summary.rows if not r.gold)
+    gap, cost = report_plots.gap_bars(summary, colour), report_plots.times(summary, colour)
+    assert [t.get_text() for t in gap.axes[0].get_yticklabels()] == ["finetune", "gradient_ascent"]
+    assert [line.get_xdata()[0] for line in gap.axes[0].get_lines() if line.get_label().startswith("none")] == [0.5]
+    assert all("none" not in t.get_text() for ax in cost.axes for t in ax.get_yticklabels())
+    assert "none (no unlearning) costs nothing, not drawn" in cost._suptitle.get_text()
+    plt.close(gap), plt.close(cost)
+
+
+def test_a_run_with_its_own_model_target_is_labelled_by_that_model(tmp_path):
+    run = fake_run(tmp_path / "0", "finetune", 0, {"forget_acc": 0.9}, {"forget_acc": 0.8})
+    config = json.loads((run / "results.json").read_text())
+    config["config"]["model"]["_target_"] = "my.nets.WideNet"
+    (run / "results.json").write_text(json.dumps(config))
+    hydra = (run / ".hydra" / "hydra.yaml").read_text().replace("hydra:\n", "hydra:\n  overrides:\n    task:\n"
+                                                                "    - model._target_=my.nets.WideNet\n")
+    (run / ".hydra" / "hydra.yaml").write_text(hydra)
+    assert {r.labels["model"] for r in summary_of(tmp_path).rows} == {"WideNet"}  # not the recorded choice, mlp
 
 
 def test_metrics_own_speedup_and_train_seconds_win_over_derived_ones(tmp_path):

@@ -25,7 +25,7 @@ def machine(monkeypatch):
     """An 8-core machine, no OMP_NUM_THREADS; torch's default of 8 threads."""
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(threads, "TORCH_DEFAULT", 8)
 
 
 BIG, SMALL = 10 * CROSSOVER_FLOPS, CROSSOVER_FLOPS // 10
@@ -33,8 +33,8 @@ BIG, SMALL = 10 * CROSSOVER_FLOPS, CROSSOVER_FLOPS // 10
 
 @pytest.mark.parametrize("overrides, flops, expected, why", [
     ([], SMALL, 1, "below"),                                                   # below the crossover: one thread
-    ([], BIG, None, "torch's default, one per core of 8"),                     # above it: every core
-    ([], None, None, "the size of a training step is unknown"),                # unknown: as above it
+    ([], BIG, 8, "torch's default on 8 cores"),                               # above it: every core
+    ([], None, 8, "the size of a training step is unknown"),                   # unknown: as above it
     (["trainer=ddp_cpu"], BIG, 4, "8 cores shared among 2 processes"),         # 2 ranks share the cores
     (["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], BIG, 2, "among 4"),  # 4 jobs side by side
     (["trainer=ddp_cpu"], SMALL, 1, "below"),
@@ -62,7 +62,8 @@ def test_training_step_flops_of_the_digits_mlp_by_hand_and_of_a_cnn():
     assert training_step_flops(model, (1, 8, 8), 64) == 3 * 64 * forward_per_sample
     cnn = CNN([1, 28, 28], 10).train()
     state = {k: v.clone() for k, v in cnn.state_dict().items()}
-    assert training_step_flops(cnn, (1, 28, 28), 64) > CROSSOVER_FLOPS  # the CNN is above the crossover
+    flops = training_step_flops(cnn, (1, 28, 28), 64)
+    assert training_step_flops(cnn, (1, 28, 28), 256) == 4 * flops > 0  # linear in the batch
     assert cnn.training and all(torch.equal(v, state[k]) for k, v in cnn.state_dict().items())  # nothing changed
 
 
@@ -76,3 +77,13 @@ def test_a_run_records_its_threads_and_why(run_pipeline, monkeypatch):
         assert threads.threads_record() == {k: res[k] for k in ("threads", "threads_policy")}
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_later_run_of_the_same_process_gets_the_cores_back(machine, monkeypatch):
+    set_to = []
+    monkeypatch.setattr(torch, "set_num_threads", set_to.append)
+    monkeypatch.setattr(threads, "step_flops", lambda cfg: SMALL)
+    threads.apply_threads(cfg_of())  # a sweep's first job: a small model
+    monkeypatch.setattr(threads, "step_flops", lambda cfg: BIG)
+    threads.apply_threads(cfg_of())  # its next job, in the same process: a large one
+    assert set_to == [1, 8]

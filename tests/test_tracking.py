@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from mu_lightning.callbacks import configured
 from mu_lightning.errors import ConfigError
-from mu_lightning.tracking import console, naming
+from mu_lightning.tracking import console, extras, loggers, naming
 from tests.helpers import compose_cfg
 from tests.test_loggers import _keys, wandb_runs
 
@@ -101,10 +101,15 @@ def test_tensorboard_has_hparams_with_metrics_config_text_and_last_step_histogra
     values = [(e.step, v) for e in tensorboard_events(run_dir / "tensorboard" / "unlearn") for v in e.summary.value]
     (experiment,) = [v for _, v in values if v.tag == "_hparams_/experiment"]
     data = HParamsPluginData.FromString(experiment.metadata.plugin_data.content)
-    assert {m.name.tag for m in data.experiment.metric_infos} >= set(results["metrics"])
+    headline = {k for k in loggers.HEADLINE if results["metrics"].get(k) is not None}
+    assert headline and {m.name.tag for m in data.experiment.metric_infos} == headline
     assert {"unlearner/epochs", "seed"} <= {h.name for h in data.experiment.hparam_infos}
     (text,) = [v for _, v in values if v.tag.startswith("config")]
     assert "stage: unlearn" in text.tensor.string_val[0].decode()
+    (table,) = [v.tensor.string_val[0].decode() for _, v in values if v.tag.startswith("final_metrics")]
+    assert all(f"| {k} |" in table for k, v in results["metrics"].items() if v is not None)  # every number as text
+    scalars = {v.tag for _, v in values if v.HasField("simple_value")}
+    assert scalars - {"train_loss", "epoch"} - headline <= {t for t in scalars if t.startswith("trajectory/")}
     histograms = {(step, v.tag) for step, v in values if v.histo.num}
     assert histograms and {step for step, _ in histograms} == {steps}
     assert any(v.tag == "forget_vs_retain" and v.image.height for _, v in values)
@@ -180,6 +185,8 @@ def test_debug_knobs_are_checked(tmp_path):
 def test_run_title_names_method_forget_setting_and_seed(tmp_path):
     cfg = compose_cfg(tmp_path, ["unlearner=gradient_ascent", "seed=3", "forget=class", "forget.classes=[2]"])
     assert naming.run_title(cfg) == "gradient_ascent on synthetic/mlp, forget class(classes=[2]), seed 3"
+    cfg = compose_cfg(tmp_path, ["model._target_=mu_lightning.models.CNN", "~model.hidden"])
+    assert naming.run_title(cfg).startswith("finetune on synthetic/CNN, ")  # its own model, not mlp's name
 
 
 def test_table_goes_to_the_log_file_not_the_console(tmp_path):
@@ -210,14 +217,77 @@ def test_job_prefix_marks_each_line_once_across_handlers():
 
 
 def test_config_tree_is_printed_and_saved_unless_switched_off(tmp_path, capsys):
-    cfg = compose_cfg(tmp_path, [])
+    cfg = compose_cfg(tmp_path, ["extras.print_config=full"])
     (tmp_path / "run").mkdir()
     console.show_config(cfg)
     shown = capsys.readouterr().out
     assert "unlearner" in shown and "task_name" in shown and "every_n_steps: 25" in shown
     assert "every_n_steps: 25" in (tmp_path / "run" / "config_tree.log").read_text()
+    (tmp_path / "run" / "config_tree.log").unlink()
     console.show_config(compose_cfg(tmp_path, ["extras.print_config=false"]))
-    assert capsys.readouterr().out == ""
+    assert capsys.readouterr().out == "" and not (tmp_path / "run" / "config_tree.log").exists()
+
+
+def test_a_plain_run_shows_its_choices_and_overrides_in_two_lines(tmp_path, capsys, caplog):
+    (tmp_path / "run").mkdir()
+    with caplog.at_level(logging.INFO, logger="mu_lightning"):
+        console.show_config(compose_cfg(tmp_path, ["unlearner=scrub", "seed=3"]))  # extras.print_config: short
+    assert capsys.readouterr().out == ""  # no tree
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0].startswith("config   dataset=synthetic model=mlp forget=random unlearner=scrub")
+    assert "unlearner=scrub seed=3" in lines[1] and "config_tree.log" in lines[1]
+    assert "every_n_steps: 25" in (tmp_path / "run" / "config_tree.log").read_text()  # the whole tree, in the file
+
+
+@pytest.mark.parametrize("mode", ["short", "full"])
+def test_a_sweep_prints_the_config_for_its_first_job_only(tmp_path, capsys, caplog, mode):
+    shown = []
+    for job in (0, 1, 2):
+        (tmp_path / str(job)).mkdir()
+        cfg = compose_cfg(tmp_path, ["hydra.mode=MULTIRUN", f"hydra.job.num={job}", f"extras.print_config={mode}",
+                                     f"paths.output_dir={tmp_path / str(job)}"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mu_lightning"):
+            console.show_config(cfg)
+        shown.append(capsys.readouterr().out + "".join(r.getMessage() for r in caplog.records))
+        assert (tmp_path / str(job) / "config_tree.log").exists()  # every job keeps its config
+    assert shown[0] and shown[1:] == ["", ""]
+
+
+def test_debug_options_log_what_they_changed(tmp_path, caplog):
+    from mu_lightning.runtime import debug
+
+    cfg = compose_cfg(tmp_path, ["debug=fast"])
+    with caplog.at_level(logging.DEBUG, logger="mu_lightning"):
+        debug.apply_epochs(cfg)
+        debug.apply_epochs(cfg)  # applied again (the command line, then the pipeline): said once
+    assert [r.getMessage() for r in caplog.records] == ["debug.epochs=1: train.epochs=1, unlearner.epochs=1"]
+    assert cfg.train.epochs == 1
+
+
+def test_the_trajectory_is_kept_in_the_run_directory_whatever_the_logger(run_pipeline, tmp_path):
+    from mu_lightning.tracking import report
+
+    run_pipeline("logger=tensorboard", "callbacks.forget_retain.every_n_steps=5", shared_cache=True)
+    run = tmp_path / "run"
+    assert not (run / "csv").exists() and (run / "trajectory" / "unlearn.csv").exists()
+    assert set(report.read_trajectory(run)) == set(report.TRAJECTORY)
+    run_pipeline("logger=none", shared_cache=True, out="quiet")
+    assert not (tmp_path / "quiet" / "trajectory").exists()  # logger=none logs nothing
+
+
+def test_offline_wandb_runs_are_announced_with_the_sync_command(tmp_path, caplog):
+    run = loggers.wandb_logger(naming.StageRun("unlearn", "finetune-s0", {"seed": 0}), save_dir=str(tmp_path),
+                               project="test", mode="offline")
+    try:
+        with caplog.at_level(logging.INFO, logger="mu_lightning"):
+            line = extras.offline_note([run])
+    finally:
+        loggers.close([run], ok=True)
+    assert line == (f"W&B runs are offline in {tmp_path / 'wandb'} (no account needed); upload them with: "
+                    f"wandb sync {tmp_path / 'wandb'}/offline-run-*") and line in caplog.text
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert extras.offline_note([]) is None
 
 
 def test_progress_bar_counts_epochs_and_shows_stage_and_loss(tmp_path):

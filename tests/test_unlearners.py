@@ -126,6 +126,11 @@ CATALOGUE: dict[str, Spec] = {
     # 380 steps each (20 epochs, EU-k's gold recipe): the slow tier
     "cf_k": Spec("training", ("retain",), (Forgets(tolerance=0.02, slow=True),), (Runs(slow=True),)),  # 0.999
     "eu_k": Spec("training", ("retain",), (Forgets(tolerance=0.02, slow=True),), (Runs(slow=True),)),  # 0.992
+    # language-model methods: they refuse digits before any training; their runs are in tests/test_lm_pipeline.py
+    **{name: Spec("training", reads, random=(), random_refused="reads question-answer data")
+       for name, reads in (("lm_ga", ("forget",)), ("lm_graddiff", FORGET_RETAIN), ("lm_kl", FORGET_RETAIN),
+                           ("lm_npo", FORGET_RETAIN), ("lm_simnpo", FORGET_RETAIN), ("lm_idkdpo", FORGET_RETAIN),
+                           ("lm_rmu", FORGET_RETAIN))},
 }
 
 

@@ -40,9 +40,13 @@ def ensemble(ctx: EvalContext) -> dict[str, float | None]:
     """KLoM per split with its two references, U-LiRA with its shadow count, memorisation, per-example files."""
     ens, cfg = ctx.ensembles, ctx.cfg.ensemble
     if ens is None:
-        raise ConfigError("metric=ensemble needs the pipeline's ensembles: run it through train.py or eval.py")
+        raise ConfigError("metric=ensemble needs the pipeline's ensembles: run it through train.py or eval.py (the "
+                          "Python API evaluates given models only)")
+    if ctx.stages["unlearn"].get("source") == "checkpoint":
+        raise ConfigError("metric=ensemble unlearns N originals and N shadow models with the configured unlearner, "
+                          "which did not make unlearned.checkpoint: use another tier for a model made elsewhere")
     n, seed, useed = int(cfg.size), int(ctx.stages["original"]["seed"]), int(ctx.stages["unlearn"]["seed"])
-    data, seeds = ctx.data, [int(ctx.stages["original"]["seed"]) + i for i in range(int(cfg.size))]
+    data, seeds = ctx.data, [seed + i for i in range(n)]  # member 0 is the run's own M (and M_g, M_u)
     announce(ctx, n, seed)
     originals, golds = ens.originals(data, seeds), ens.golds(data, [*seeds, *(s + n for s in seeds)])
     unlearned = [ens.unlearn(data, m, useed + i) for i, m in enumerate(originals)]

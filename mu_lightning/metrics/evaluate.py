@@ -35,7 +35,7 @@ def evaluate(ctx: EvalContext, objective: str | None = None) -> dict[str, float]
     The tiers ``ctx.cfg.tier`` runs (``RUNS``; checked beforehand by ``check_config``), then the validation-split
     metrics the hyperparameter-search ``objective`` names, if any (``<model>/avg_gap_val``), and the
     corrective-unlearning metrics when the training set was manipulated (``poison=...``: ``corrective.py``, with the
-    ``clean`` model). Question-answer data for a language model has its own metrics (``lm.py``, docs/metrics.md §11).
+    ``clean`` model). Question-answer data for a language model has its own metrics (``lm.py``, docs/metrics.md §15).
     """
     if is_qa(ctx.data.samples):
         return lm(ctx)

@@ -1,4 +1,4 @@
-"""Metrics of language models on question-answer data (docs/metrics.md §11), beside gold's values.
+"""Metrics of language models on question-answer data (docs/metrics.md §15), beside gold's values.
 
 Per example, the scalar signal is the length-normalised answer log-probability (the mean log-probability of the
 answer's tokens given the question, teacher-forced): the loss of TOFU's ``Q_A_Prob`` (Maini et al. 2024, §2.5)

@@ -1,7 +1,7 @@
 """U-LiRA: a per-example likelihood-ratio attack that tells unlearned examples from never-seen ones.
 
 Hayes, Shumailov, Triantafillou, Khalifa, Papernot, "Inexact Unlearning Needs More Careful Evaluations to Avoid a
-False Sense of Privacy" (SaTML 2025, arXiv 2403.01218), §4: LiRA (Carlini et al. 2022) moved to unlearning. Shadow
+False Sense of Privacy" (SaTML 2025, arXiv 2403.01218): LiRA (Carlini et al. 2022) moved to unlearning. Shadow
 models are trained on random halves of D and each unlearns part of what it trained on; for a target example x the
 attacker fits one Gaussian to the logit-scaled confidence φ(x) of the shadows that trained on x and unlearned it
 ("unlearned") and one to that of the shadows that never saw x ("held out"), and calls a model's x unlearned when

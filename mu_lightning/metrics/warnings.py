@@ -60,7 +60,7 @@ def run_warnings(ctx: EvalContext, metrics: dict[str, Any]) -> list[str]:
     margins, stage = Margins.of(ctx.cfg), ctx.stages["unlearn"]
     found = memorisation_warning(metrics, margins.memorisation_margin, bool(ctx.data.forgotten_classes()))
     found += [w if kind(w) else f"{UNLEARNER}: {w}" for w in stage.get("warnings", [])]
-    # unlearner=none reads nothing; a language model has no top class (docs/metrics.md §11)
+    # unlearner=none reads nothing; a language model has no top class (docs/metrics.md §15)
     if stage.get("reads") != [] and not any(kind(w) == NO_EFFECT for w in found) and not is_qa(ctx.data.samples):
         found += no_effect_warning(forget_agreements(ctx), metrics, gold_floor(ctx), margins.no_effect_agreement)
     found += accuracy_warnings(metrics, ctx.data.num_classes, margins.damage_margin)

@@ -9,6 +9,7 @@ what ran.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 from mu_lightning.data.sources import Samples
 from mu_lightning.errors import ConfigError
 
+log = logging.getLogger(__name__)
 SUBSET_SEED = 0
 
 
@@ -32,12 +34,13 @@ def apply_epochs(cfg: DictConfig) -> None:
     """Set ``train.epochs`` and a training unlearner's ``unlearner.epochs`` to ``debug.epochs`` (when set)."""
     check(cfg)
     epochs = (cfg.get("debug") or {}).get("epochs")
-    if epochs is None:
-        return
+    if epochs is None or (cfg.train.epochs == epochs and cfg.unlearner.get("epochs") in (None, 0, epochs)):
+        return  # unset, or applied already
     with open_dict(cfg):
         cfg.train.epochs = epochs
         if cfg.unlearner.get("epochs"):  # one-shot methods take no epochs
             cfg.unlearner.epochs = epochs
+    log.debug("debug.epochs=%d: train.epochs=%d, unlearner.epochs=%s", epochs, epochs, cfg.unlearner.get("epochs"))
 
 
 def limited(source: Callable[[], Samples], cfg: DictConfig) -> Callable[[], Samples]:
@@ -49,7 +52,9 @@ def limited(source: Callable[[], Samples], cfg: DictConfig) -> Callable[[], Samp
 def subset(samples: Samples, n: int, seed: int = SUBSET_SEED) -> Samples:
     """``n`` samples drawn without replacement with ``seed`` (all of them if there are fewer), in their order."""
     if n >= len(samples.y):
+        log.debug("debug.max_samples=%d: all %d samples kept", n, len(samples.y))
         return samples
+    log.debug("debug.max_samples=%d: %d of %d samples kept (seed %d), before the split", n, n, len(samples.y), seed)
     keep = torch.randperm(len(samples.y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
     fields = {f.name: getattr(samples, f.name) for f in dataclasses.fields(samples)}
     return type(samples)(**{k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in fields.items()})

@@ -89,7 +89,9 @@ def check_interpolations(node: Any, path: str = "") -> None:
     if node._is_interpolation():
         check_resolvers(path, str(node._value()))
         return
-    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    # Hydra's record of the command line (hydra.overrides) last: a refusal names the option the text was given for
+    keys = sorted(node.keys(), key=lambda k: k in ("hydra", "overrides")) if isinstance(node, DictConfig) \
+        else range(len(node))
     for key in keys:
         where = f"{path}[{key}]" if isinstance(node, ListConfig) else f"{path}.{key}" if path else str(key)
         child = node._get_node(key)

@@ -19,6 +19,7 @@ from mu_lightning.runtime.distributed import SINGLE
 CROSSOVER_FLOPS = 10_000_000_000
 
 _CHOICE: dict[str, Any] = {"threads_policy": "not chosen (no run started in this process)"}
+TORCH_DEFAULT = torch.get_num_threads()  # torch's own choice, before any run of this process set another
 
 
 def check_threads(cfg: DictConfig) -> None:
@@ -46,10 +47,10 @@ def threads_record() -> dict[str, Any]:
 
 
 def choose_threads(cfg: DictConfig, step_flops: Callable[[], int | None]) -> tuple[int | None, str]:
-    """Torch CPU threads for this process (None: torch's default, every core) and the reason: ``threads`` if set;
-    torch's default if the user set ``OMP_NUM_THREADS``; else one thread when a training step (``step_flops()``,
-    forward and backward of one batch) is below ``CROSSOVER_FLOPS``, and above it the cores shared among the
-    processes that run at once here (``cpu_threads``).
+    """Torch CPU threads for this process (None: leave them) and the reason: ``threads`` if set; as they are if the
+    user set ``OMP_NUM_THREADS``; else one thread when a training step (``step_flops()``, forward and backward of
+    one batch) is below ``CROSSOVER_FLOPS``, and above it the cores shared among the processes that run at once here
+    (``cpu_threads``), torch's default for one process alone.
 
     Why one thread for small steps: a second intra-op thread saves little there, and beside a busy process two
     threads that wait for each other on a shared core made a digits run up to 20× slower (docs/performance.md,
@@ -66,8 +67,8 @@ def choose_threads(cfg: DictConfig, step_flops: Callable[[], int | None]) -> tup
     if flops is not None and flops < CROSSOVER_FLOPS:
         return 1, f"1: {size}"
     share, cores = cpu_threads(cfg), os.cpu_count() or 1
-    if share is None:
-        return None, f"{torch.get_num_threads()} (torch's default, one per core of {cores}): {size}"
+    if share is None:  # set again: an earlier run of this process (a sweep's job) may have chosen one
+        return TORCH_DEFAULT, f"{TORCH_DEFAULT} (torch's default on {cores} cores): {size}"
     return share, f"{share} ({cores} cores shared among {processes_together(cfg)} processes): {size}"
 
 

@@ -95,7 +95,7 @@ class ResumeCheckpoint(Checkpoint):
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # optimizer and loops too; said, so Lightning does not log it
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

@@ -11,13 +11,15 @@ learning rate alike, and gradient clipping is applied per member (its own norm, 
 
 Each member draws its initialisation from its seed and its batches from its own ``TensorBatches`` generator seeded
 by it, exactly as a stage trained alone (``ClassifierModule``) does, so member k is that stage up to the summation
-order of batched matrix products (float tolerance, not bit for bit: tests/test_ensemble.py). For a plain MLP the
-step skips ``vmap`` for the same products written batched by hand (``stacked_mlp``).
+order of batched matrix products (float tolerance, not bit for bit: tests/test_ensemble.py).
 
-What cannot run this way (``not_vectorisable`` says why): batch norm in training mode (its running statistics are
-written in place, which ``vmap`` refuses), dropout (a vmapped draw is not the draw of a model alone), members whose
-sets differ in size (their steps would not line up), optimizers that are not element-wise. Those members are
-trained one at a time by the caller's ordinary stage, with the same results as a stage alone by construction.
+The MLP and the CNN skip ``vmap`` for an equivalent batched formulation written by hand (``stacked_mlp``,
+``stacked_cnn``: the CNN's members side by side along the channels, grouped convolutions, and batch norms whose
+per-channel statistics are each member's own). What cannot run either way (``not_vectorisable`` says why): batch
+norm in training mode elsewhere (its running statistics are written in place, which ``vmap`` refuses), dropout (a
+vmapped draw is not the draw of a model alone), members whose sets differ in size (their steps would not line up),
+optimizers that are not element-wise. Those members are trained one at a time by the caller's ordinary stage, with
+the same results as a stage alone by construction.
 
 FLOPs are counted per member (``stages/flops.py``): one member's step on each batch shape, on a model of its own,
 times the steps of that shape; the same count as the member's stage alone.
@@ -44,8 +46,9 @@ ELEMENTWISE = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)  # one elem
 
 def not_vectorisable(model: nn.Module, optimizer: Callable | None = None) -> str | None:
     """Why ``model`` (with ``optimizer``, a params -> Optimizer factory) cannot be trained in a stack, or None."""
+    batched_by_hand = stacked_cnn(model) is not None  # its batch norms are batched by channel, not by vmap
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats and not batched_by_hand:
             return f"{type(module).__name__} in training mode writes its running statistics in place"
         if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
             return f"{type(module).__name__} draws per call: a vmapped draw is not a member's own"
@@ -76,7 +79,8 @@ class Trained:
 def member_losses(base: nn.Module) -> Callable:
     """``(params, buffers, x [N, B, ...], y [N, B]) -> [N]``: each member's mean cross-entropy on its own batch, its
     logits from its own parameters and buffers (``vmap`` over ``functional_call``)."""
-    logits = stacked_mlp(base) or vmap(lambda params, buffers, x: functional_call(base, (params, buffers), (x,)))
+    logits = stacked_mlp(base) or stacked_cnn(base) or vmap(
+        lambda params, buffers, x: functional_call(base, (params, buffers), (x,)))
 
     def losses(params, buffers, x, y):
         z = logits(params, buffers, x)
@@ -105,6 +109,48 @@ def stacked_mlp(base: nn.Module) -> Callable | None:
                 h = torch.relu(h)
             else:
                 h = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+        return h
+
+    return logits
+
+
+CNN_PARTS = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)
+
+
+def stacked_cnn(base: nn.Module) -> Callable | None:
+    """For a ``Sequential`` of convolutions, batch norms, ReLUs and poolings, then ``Flatten`` and one ``Linear`` (the
+    CNN), the equivalent batched formulation: the N members side by side along the channels, each convolution one
+    grouped convolution (``groups=N``: group k is member k's filters on member k's batch), each batch norm one batch
+    norm over N·C channels, whose per-channel batch statistics and running averages are exactly member k's own;
+    ``baddbmm`` for the head. None for any other network."""
+    parts = list(base) if isinstance(base, nn.Sequential) else []
+    if not parts or not all(isinstance(m, CNN_PARTS) for m in parts) or not isinstance(parts[-1], nn.Linear) \
+            or sum(isinstance(m, (nn.Flatten, nn.Linear)) for m in parts) != 2 or not isinstance(parts[-2], nn.Flatten):
+        return None
+    if any(isinstance(m, nn.Conv2d) and (m.groups != 1 or m.padding_mode != "zeros") for m in parts) or \
+            any(isinstance(m, nn.BatchNorm2d) and (m.momentum is None or not m.affine) for m in parts):
+        return None
+    names = [(name, m) for name, m in base.named_children()]
+
+    def logits(params, buffers, x):
+        n, b = x.shape[:2]
+        h = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])  # [B, N·C, H, W]: member k's channels k·C…
+        for name, m in names:
+            if isinstance(m, nn.Conv2d):
+                w = params[f"{name}.weight"]
+                bias = params[f"{name}.bias"].reshape(-1) if m.bias is not None else None
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), bias, m.stride, m.padding, m.dilation, groups=n)
+            elif isinstance(m, nn.BatchNorm2d):
+                mean, var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
+                h = F.batch_norm(h, mean.view(-1), var.view(-1), params[f"{name}.weight"].reshape(-1),
+                                 params[f"{name}.bias"].reshape(-1), True, m.momentum, m.eps)  # updates mean, var
+                buffers[f"{name}.num_batches_tracked"].add_(1)
+            elif isinstance(m, nn.Flatten):
+                h = h.flatten(1).view(b, n, -1).transpose(0, 1)  # [N, B, C]
+            elif isinstance(m, nn.Linear):
+                h = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), h, params[f"{name}.weight"].transpose(1, 2))
+            else:
+                h = m(h)  # ReLU and poolings act per channel
         return h
 
     return logits

@@ -32,7 +32,7 @@ def token_logprobs(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor
 def answer_nll(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(summed NLL of each sequence's answer tokens [B], their number [B])``."""
     lp, mask = token_logprobs(model, tokens)
-    return -(lp * mask).sum(1), mask.sum(1)
+    return -lp.masked_fill(~mask, 0.0).sum(1), mask.sum(1)  # not lp·mask: a masked −inf would give NaN
 
 
 def answer_loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""What the command line shows around a run: the composed config as a tree at start, and in a sweep each log line
-prefixed by its job (both set up by ``cli.execute`` before the pipeline runs)."""
+"""What the command line shows around a run: the config at start (its choices and overrides, or the whole tree), and
+in a sweep each log line prefixed by its job (both set up by ``cli.execute`` before the pipeline runs)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("mu_lightning")
 
 
 class JobPrefix(logging.Filter):
@@ -38,15 +40,43 @@ def label_job_logs() -> None:
 
 
 def show_config(cfg: DictConfig) -> None:
-    """``print_config`` when ``extras.print_config`` is on, on the first process only (DDP's other ranks start
-    with ``LOCAL_RANK`` set)."""
-    if OmegaConf.select(cfg, "extras.print_config", default=False) and os.environ.get("LOCAL_RANK", "0") == "0":
-        print_config(cfg)
+    """The config at start, as ``extras.print_config`` says: ``short`` (the default: the group choices and the
+    command-line overrides, two lines), ``full`` (the whole tree; ``true`` too) or ``false``; ``config_tree.log`` in
+    the run directory gets the whole tree unless it is ``false``. In a sweep, only the first job prints it (Hydra
+    prints each job's overrides as it launches it); on the first process only (DDP's other ranks start with
+    ``LOCAL_RANK`` set)."""
+    mode = str(OmegaConf.select(cfg, "extras.print_config", default="short")).lower()
+    if mode in ("false", "none", "off") or os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    first = not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN or \
+        str(HydraConfig.get().job.num) == "0"
+    if mode in ("full", "true"):
+        print_config(cfg, to_console=first)
+        return
+    print_config(cfg, to_console=False)
+    if first:
+        for line in short_config(cfg):
+            log.info("%s", line)
 
 
-def print_config(cfg: DictConfig) -> None:
-    """The composed config as a tree, one branch per top-level key, on the console and in ``config_tree.log`` of the
-    run directory (rich, as lightning-hydra-template prints it). Values are shown resolved where they resolve."""
+def short_config(cfg: DictConfig) -> list[str]:
+    """The config in two lines: each config group's choice (``dataset=digits model=mlp ...``), then the
+    command-line overrides (the job's, in a sweep) and where the whole tree is."""
+    choices = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    first = ("dataset", "model", "forget", "unlearner", "metric", "logger", "callbacks", "trainer")
+    groups = sorted(choices, key=lambda g: first.index(g) if g in first else len(first))
+    shown = [f"{group}={choices[group]}" for group in groups if choices[group] and not group.startswith("hydra")
+             and group not in ("paths", "extras")]
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return [f"config   {' '.join(shown) or 'composed without Hydra'}",
+            f"         overrides: {' '.join(overrides) or 'none'}; the whole config: config_tree.log in the run "
+            "directory (extras.print_config=full prints it)"]
+
+
+def print_config(cfg: DictConfig, to_console: bool = True) -> None:
+    """The composed config as a tree, one branch per top-level key, on the console (unless ``to_console`` is off) and
+    in ``config_tree.log`` of the run directory (rich, as lightning-hydra-template prints it). Values are shown
+    resolved where they resolve."""
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -59,7 +89,8 @@ def print_config(cfg: DictConfig) -> None:
         except Exception:  # an interpolation that resolves only later: shown as written
             text = OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else str(node._value())
         tree.add(str(key), guide_style="dim").add(Syntax(text.rstrip() or "{}", "yaml", theme="ansi_dark"))
-    Console().print(tree)
+    if to_console:
+        Console().print(tree)
     out = Path(OmegaConf.select(cfg, "paths.output_dir", default="") or "")
     if str(out) and out.is_dir():
         with (out / "config_tree.log").open("w") as f:

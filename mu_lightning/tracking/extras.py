@@ -65,6 +65,7 @@ def log_results(loggers: list[Logger], results: dict[str, Any], run_dir: str | P
     in ``run_dir``; without it they are skipped. The extras are optional: a failure is logged as a warning and never
     fails a run whose results are complete.
     """
+    offline_note(loggers)
     try:
         losses = sample_losses(Path(run_dir) / "logits.pt")
         step = int(results.get("stages", {}).get("unlearn", {}).get("steps") or 0)
@@ -78,6 +79,19 @@ def log_results(loggers: list[Logger], results: dict[str, Any], run_dir: str | P
     except Exception:
         log.warning("end-of-run logger extras failed; results.json and the logged metrics are unaffected",
                     exc_info=True)
+
+
+def offline_note(loggers: list[Logger]) -> str | None:
+    """One console line when the run's W&B runs are offline: where they are and the ``wandb sync`` command that
+    uploads them (every stage's run of this run directory); returns it, None when no W&B run is offline."""
+    runs = [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
+    offline = [Path(run.dir).parents[1] for run in runs if run.offline]  # <save_dir>/wandb/offline-run-*/files
+    if not offline:
+        return None
+    line = (f"W&B runs are offline in {offline[0]} (no account needed); upload them with: "
+            f"wandb sync {offline[0]}/offline-run-*")
+    log.info("%s", line)
+    return line
 
 
 def forget_retain_figure(metrics: dict[str, float]) -> Any:

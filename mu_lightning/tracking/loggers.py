@@ -22,6 +22,9 @@ from mu_lightning.tracking.naming import StageRun, default_group
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# the end-of-run numbers TensorBoard's HParams tab compares runs by (as one-point scalars); the rest: text only
+HEADLINE = tuple(f"unlearn/{m}" for m in ("forget_acc", "retain_acc", "test_acc", "avg_gap", "mia_efficacy",
+                                          "flop_speedup", "speedup"))
 
 
 @configurable
@@ -62,7 +65,8 @@ def tensorboard_logger(run: StageRun, save_dir: str, name: str = "tensorboard") 
 def wandb_logger(run: StageRun, save_dir: str, project: str, group: str | None = None, mode: str | None = None,
                  init_timeout: float = 15.0, log_checkpoints: bool = False, entity: str | None = None,
                  notes: str | None = None, tags: list[str] | None = None, config: dict | None = None) -> Logger:
-    """A W&B run per stage: ``job_type`` = the stage, ``group`` = the sweep (or the single run), name, config and
+    """A W&B run per stage: ``job_type`` = the stage's kind (``original``, ``gold``, ``unlearn``: every gold seed and
+    every request under one), ``group`` = the sweep (or the single run), name, config and
     tags from ``run``. Offline unless ``mode`` or ``WANDB_MODE`` says so.
 
     ``entity`` (your team or user name), ``notes``, more ``tags`` and more ``config`` are passed to ``wandb.init``;
@@ -81,7 +85,7 @@ def wandb_logger(run: StageRun, save_dir: str, project: str, group: str | None =
     group = group or default_group(save_dir)
 
     def make(m: str) -> WandbLogger:
-        experiment = wandb.init(project=project, entity=entity, group=group, name=run.name, job_type=run.stage,
+        experiment = wandb.init(project=project, entity=entity, group=group, name=run.name, job_type=run.kind,
                                 tags=[*run.tags, *(tags or [])], notes=notes, dir=save_dir, mode=m,
                                 reinit="create_new", config={**run.config, **(config or {})},
                                 settings=wandb.Settings(init_timeout=init_timeout, silent=True))
@@ -129,14 +133,18 @@ def close(loggers: list[Logger], ok: bool) -> None:
 
 def log_final(loggers: list[Logger], values: dict[str, float], step: int) -> None:
     """A stage's end-of-run numbers (final metrics, seconds), once: W&B's run summary (not its history: one number
-    is not a chart), TensorBoard's hparams with these as the metrics (the HParams tab; also scalars at ``step``),
-    a CSV row at ``step`` elsewhere."""
+    is not a chart), TensorBoard's Text tab (``final_metrics``, a table of all) and HParams tab (the stage's config
+    with the ``HEADLINE`` metrics, which TensorBoard reads from scalars at ``step``: a handful of one-point charts
+    rather than one per number), a CSV row at ``step`` elsewhere."""
     values = {k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.experiment.summary.update(values)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(dict(logger.hparams), values, step=step)
+        elif isinstance(logger, TensorBoardLogger):  # all of them as a text table; the headline ones in HParams
+            logger.experiment.add_text("final_metrics", "| key | value |\n|---|---:|\n" + "".join(
+                f"| {k} | {v:.6g} |\n" for k, v in sorted(values.items())), step)
+            logger.log_hyperparams(dict(logger.hparams), {k: v for k, v in values.items() if k in HEADLINE} or values,
+                                   step=step)  # the HParams tab reads its metrics from scalars: a few, not all
         else:
             logger.log_metrics(values, step=step)
 

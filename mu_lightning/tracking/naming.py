@@ -62,13 +62,23 @@ def stage_run(cfg: DictConfig, stage: str, seed: int, key: str | None = None,
 
 
 def config_choices(cfg: DictConfig) -> dict[str, str]:
-    """The options chosen for ``CHOICES``: Hydra's record of them; without Hydra, the targets' class names."""
+    """The options chosen for ``CHOICES``: Hydra's record of them; without Hydra, or where the command line set the
+    group's ``_target_`` (``model._target_=my.Net``: not the option's model any more), the targets' class names."""
     from hydra.core.hydra_config import HydraConfig
 
     recorded = dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+    for group in retargeted(list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []):
+        recorded.pop(group, None)
     found = {c: recorded.get(c) or _target_name(cfg.get(c)) for c in CHOICES}
     found["dataset"] = recorded.get("dataset") or OmegaConf.select(cfg, "dataset.name")
     return found
+
+
+def retargeted(overrides: list[str]) -> set[str]:
+    """The config groups whose ``_target_`` an override sets (``model._target_=my.Net`` → ``model``): their recorded
+    choice no longer names what ran."""
+    keys = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    return {k.rsplit(".", 1)[0] for k in keys if k.endswith("._target_") and k.count(".") == 1}
 
 
 def swept_options(prefix: str) -> list[str]:

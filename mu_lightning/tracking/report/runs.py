@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mu_lightning.tracking.naming import forget_label
+from mu_lightning.tracking.naming import forget_label, retargeted
 
 # flop_speedup, then the comparable wall-clock speedup, then the seconds themselves
 KNOWN = ("forget_acc", "retain_acc", "test_acc", "avg_gap", "mia_efficacy", "flop_speedup", "speedup",
@@ -35,6 +35,7 @@ TRAJECTORY = ("forget_acc", "retain_acc", "mia_loss_auc")  # the trajectory/ key
 # the kinds of results.json's warnings (docs/metrics.md §9) that concern the setting, not the unlearner: the gold row
 # shows these alone, and the figures mark a method only for the others ("no effect", "damaged", ...)
 SETTING_WARNINGS = ("original does not memorise", "uninformative attack")
+BASELINE = "none"  # the do-nothing unlearner (M_u = M): a reference in the figures, never "best" in the tables
 
 
 def catalogue() -> tuple[str, ...]:
@@ -120,6 +121,11 @@ class Row:
     def warned(self) -> bool:
         """Whether a run of this unlearner row carries a warning about the method itself (not SETTING_WARNINGS)."""
         return not self.gold and any(kind not in SETTING_WARNINGS for kind in self.warning_counts())
+
+    @property
+    def baseline(self) -> bool:
+        """The do-nothing baseline's row (``unlearner=none``, M_u = M): a reference, not a contender."""
+        return not self.gold and self.labels["unlearner"].split("[", 1)[0] == BASELINE
 
     @property
     def setting(self) -> tuple[str, ...]:
@@ -212,12 +218,6 @@ def _order(row: Row, objective: str, direction: str) -> tuple:
     return row.setting, not row.gold, rank, row.labels["unlearner"], row.tuning
 
 
-
-
-
-
-
-
 def warning_kind(message: str) -> str:
     """The tag a warning starts with, after a ``request2: `` label (``"no effect: M_u's …"`` → ``no effect``:
     mu_lightning/metrics/warnings.py ``KINDS``); ``other`` for an untagged one (results of older versions)."""
@@ -226,11 +226,13 @@ def warning_kind(message: str) -> str:
 
 
 def read_trajectory(run: Path) -> dict[str, dict[int, float]]:
-    """The forget/retain trajectory of a run's unlearning stage from ``csv/unlearn/metrics.csv``: for each of
-    TRAJECTORY, ``{step: value}`` under ``trajectory/<metric>`` (the later row wins at a step). A metric with fewer
-    than two points has no trajectory and is left out."""
-    path = run / "csv" / "unlearn" / "metrics.csv"
-    if not path.exists():
+    """The forget/retain trajectory of a run's unlearning stage: for each of TRAJECTORY, ``{step: value}`` under
+    ``trajectory/<metric>`` (the later row wins at a step), from ``trajectory/unlearn.csv`` (what the run logged,
+    whatever its loggers: tracking/trajectory.py), else from the CSV logger's ``csv/unlearn/metrics.csv`` (runs
+    before that file). A metric with fewer than two points has no trajectory and is left out."""
+    path = next((p for p in (run / "trajectory" / "unlearn.csv", run / "csv" / "unlearn" / "metrics.csv")
+                 if p.exists()), None)
+    if path is None:
         return {}
     with path.open(newline="") as f:
         lines = list(csv.DictReader(f))
@@ -334,7 +336,8 @@ def _hydra(run: Path) -> dict[str, Any]:
 
     hydra = OmegaConf.load(path).hydra
     direction = str(OmegaConf.select(hydra, "sweeper.direction", default="minimize")).lower()
-    return {"choices": {k: str(v) for k, v in hydra.runtime.choices.items() if v is not None},
+    moved = retargeted([str(o) for o in OmegaConf.select(hydra, "overrides.task", default=[]) or []])
+    return {"choices": {k: str(v) for k, v in hydra.runtime.choices.items() if v is not None and k not in moved},
             "direction": "maximize" if "max" in direction else "minimize"}
 
 
@@ -346,10 +349,3 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-
-
-
-
-

@@ -21,13 +21,14 @@ def marks(summary: Summary) -> dict[str, dict[int, str]]:
     intervals, else ``"tie"`` for the best and every row whose interval overlaps it. Accuracies and MIA scores are
     judged by their distance to the setting's gold mean (docs/metrics.md §4: closeness to retraining), the rest by
     HIGHER and LOWER. A best with one run (no spread) is not marked; a row with one run ties with any best; a column
-    with no rule (or no gold value, where it needs one) is not marked."""
+    with no rule (or no gold value, where it needs one) is not marked. The do-nothing baseline (``unlearner=none``)
+    is a reference, never a contender: it costs nothing and is closest to M by definition."""
     out: dict[str, dict[int, str]] = defaultdict(dict)
     golds = {row.setting: row for row in summary.rows if row.gold}
     for col in summary.columns:
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, row in enumerate(summary.rows):
-            if not row.gold and row.mean(col) is not None:
+            if not row.gold and not row.baseline and row.mean(col) is not None:
                 groups[row.setting].append(i)
         for setting, idx in groups.items():
             score = _score(col, golds[setting].mean(col) if setting in golds else None)
@@ -57,9 +58,11 @@ def markdown(summary: Summary, marked: dict[str, dict[int, str]]) -> str:
                  "n seeds (t · s / √n); with n = 1, the single value and no interval. **Bold**: best in its "
                  "setting, its interval clear of the runner-up's; †: best or tied with it, intervals overlapping. "
                  "Best is closest to gold for accuracies and MIA, lowest for gaps, costs and distances to gold, "
-                 "highest for speed-ups and agreement (docs/tracking.md, \"Sweep summaries\"). warnings: the kinds of "
-                 "finding in the runs' results.json and how many of the row's runs carry each (docs/metrics.md §9); "
-                 "the gold row shows the ones about the setting.")
+                 "highest for speed-ups and agreement (docs/tracking.md, \"Sweep summaries\")."
+                 + " `none` (no unlearning: M itself) is the reference, never marked." * any(r.baseline
+                                                                                      for r in summary.rows)
+                 + " warnings: the kinds of finding in the runs' results.json and how many of the row's runs carry "
+                 "each (docs/metrics.md §9); the gold row shows the ones about the setting.")
     ns = sorted({row.n for row in summary.rows if row.n > 1})
     if ns:
         lines[-1] += " t = " + ", ".join(f"{_t(n):.2f} for n = {n}" for n in ns) + "."
