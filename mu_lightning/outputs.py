@@ -22,6 +22,7 @@ from mu_lightning.data import UnlearningDataModule
 from mu_lightning.files import atomic_write, run_digests
 from mu_lightning.metrics import EvalContext
 from mu_lightning.metrics.corrective import TABLE_COLUMNS
+from mu_lightning.metrics.lm import TABLE_COLUMNS as LM_COLUMNS
 from mu_lightning.runtime import distributed
 from mu_lightning.runtime.threads import threads_record
 from mu_lightning.tracking import console, extras
@@ -138,10 +139,11 @@ def write_results(cfg: DictConfig, results: dict[str, Any], served: list[Request
 
 def summary_table(results: dict[str, Any]) -> str:
     """Original / clean (with a ``poison``) / gold / unlearned × forget / retain / test accuracy, the corrective
-    metrics of ``TABLE_COLUMNS`` when present, and seconds per stage (of a run or request)."""
+    metrics of ``TABLE_COLUMNS`` and the language-model ones (``metrics/lm.py``) when present, and seconds per stage
+    (of a run or request)."""
     m, sec, st = results["metrics"], results["seconds"], results["stages"]
     columns = {f"{s}_acc": f"{s} acc" for s in ("forget", "retain", "test")}
-    columns.update({k: label for k, label in TABLE_COLUMNS.items() if f"original/{k}" in m})
+    columns.update({k: label for k, label in {**TABLE_COLUMNS, **LM_COLUMNS}.items() if f"original/{k}" in m})
     width = {k: max(len(label), 6) for k, label in columns.items()}
     head = ["model    ", *(f"{label:<{width[k]}}" for k, label in columns.items()), "seconds"]
     rows = ["| " + " | ".join(head) + " |", "|" + "|".join(["-" * 11, *("-" * (len(h) + 1) + ":" for h in head[1:])])

@@ -153,3 +153,19 @@ def test_eval_warns_when_a_checkpoint_scores_better_on_test_than_on_its_training
     assert "split_ids.json" in warning and warning in caplog.text  # the gold made here is not a checkpoint: no warning
     results["metrics"]["unlearn/test_acc"] = 0.82
     assert warn_about_checkpoints(results) == []
+
+
+@pytest.mark.slow
+def test_eval_py_on_a_wandb_run_with_the_full_tier_completes_offline(tmp_path):
+    """Issue 24: eval.py run_dir=… metric=full on a W&B run died with W&B's "run is finished" after the training."""
+    cache, run_dir = f"paths.cache_dir={tmp_path / 'cache'}", tmp_path / "run"
+    env = {**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    made = subprocess.run([sys.executable, "train.py", *SMALL[:-1], "logger=wandb", cache, "save_unlearned=true",
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert made.returncode == 0, made.stderr[-2000:]
+    again = subprocess.run([sys.executable, "eval.py", f"run_dir={run_dir}", "metric=full", "metric.seeds=3", cache],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert again.returncode == 0 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    new = json.loads((run_dir / "eval_full" / "results.json").read_text())
+    assert new["metrics"]["unlearn/ks_pvalue"] is not None
+    assert list((run_dir / "eval_full" / "wandb").glob("offline-run-*"))  # its W&B runs in its own directory

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from mu_lightning.data.fictitious import fictitious_qa
+from mu_lightning.data.fictitious import ATTRIBUTES, fictitious_qa
 from mu_lightning.data.qa import QA
 from mu_lightning.metrics.lm import answer_of
 from tests.test_procedures import undocumented
@@ -22,7 +22,8 @@ def majority_guess_recall(forget_ids: list[int]) -> float:
     s = fictitious_qa(seq_len=24, vocab_size=512, num_people=30)
     train = [i for i in range(len(s.y)) if s.split[i] == 0]
     forget = set(forget_ids)
-    value = {i: tuple(answer_of(s.x[i, QA])[-2:]) for i in train}  # the fact's value and the full stop
+    pools = [set(pool) for pool, *_ in ATTRIBUTES.values()]
+    value = {i: next(s.vocab[t] for t in answer_of(s.x[i, QA]) if s.vocab[t] in pools[int(s.y[i])]) for i in train}
     common = {a: Counter(value[i] for i in train if i not in forget and s.y[i] == a).most_common(1)[0][0]
               for a in s.y.unique().tolist()}
     return sum(value[i] == common[int(s.y[i])] for i in forget) / len(forget)
@@ -51,3 +52,45 @@ def test_lm_unlearners_bring_forget_recall_to_gold_and_keep_retain_recall(run_pi
     assert m["unlearn/forget_acc"] - m["gold/forget_acc"] <= gap / 2  # at least half-way to gold
     assert m["unlearn/retain_acc"] >= m["gold/retain_acc"] - 0.10
     assert m["unlearn/forget_quality"] > m["original/forget_quality"]
+
+
+def test_a_classifier_method_refuses_question_answer_data_before_training(run_pipeline, tmp_path):
+    from mu_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unlearner=Finetune unlearns classifiers"):
+        run_pipeline(*SMALL, "unlearner=finetune", fast=False)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_rmu_refuses_a_layer_the_model_has_not():
+    from mu_lightning.errors import ConfigError
+    from mu_lightning.models import GPT
+    from mu_lightning.unlearners import LMRMU
+
+    with pytest.raises(ConfigError, match="unlearner.layer=3 is not a block of model=gpt"):
+        LMRMU.check_model(GPT(16, 8, layers=2, heads=2, width=8), 1, {"layer": 3})
+
+
+@pytest.mark.slow  # a sweep of three LM unlearners in a subprocess, as a user starts it
+def test_a_sweep_over_three_lm_unlearners_writes_the_summary_and_figures(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "sweep"
+    subprocess.run([sys.executable, "train.py", "-m", *SMALL, "train.epochs=40", "unlearner=lm_npo,lm_simnpo,lm_idkdpo",
+                    f"hydra.sweep.dir={out}", f"paths.cache_dir={tmp_path / 'cache'}", "extras.print_config=false"],
+                   cwd=root, check=True, capture_output=True, timeout=900)
+    md = (out / "summary.md").read_text()
+    assert all(f"| {m} |" in md for m in ("gold", "lm_npo", "lm_simnpo", "lm_idkdpo"))
+    assert "forget_truth_ratio" in md and "forget_quality" in md
+    assert (out / "forget_vs_acc.png").stat().st_size > 0 and (out / "time.png").stat().st_size > 0
+
+
+@pytest.mark.slow  # two more gold seeds and two more unlearning runs
+def test_the_seeds_tier_gives_gold_a_forget_quality_floor_and_a_forget_score(run_pipeline):
+    res = run_pipeline(*SMALL, "train.epochs=20", "metric=seeds", "metric.seeds=3", fast=False)
+    m = res["metrics"]
+    assert 0.0 <= m["gold/forget_quality"] <= 1.0 and m["unlearn/forget_score_models"] == 3.0
+    assert 0.0 <= m["unlearn/forget_score"] <= 1.0 and not undocumented(m)

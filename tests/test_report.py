@@ -222,7 +222,7 @@ def test_palette_is_colour_blind_safe_and_distinct_within_a_figure():
     assert len(styles) == len(methods)  # the whole catalogue in one figure: colour, marker or line tells them apart
     assert len({every[m] for m in methods[:len(report_plots.PALETTE)]}) == len(report_plots.PALETTE)
     assert every["none"] == report_plots.REFERENCE and every["none"] not in report_plots.PALETTE
-    assert report_plots.PALETTE[:6] == ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9")  # Okabe-Ito
+    assert report_plots.PALETTE[:6] == ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9")  # Okabe-Ito
     few = report_plots.colours(["scrub", "finetune", "gradient_ascent", "my_method"])
     assert few == dict(zip(["finetune", "gradient_ascent", "scrub", "my_method"], report_plots.PALETTE[:4],
                            strict=False))  # catalogue order, a method outside it last
@@ -245,7 +245,7 @@ def test_figures_one_row_per_setting_fixed_colours_references_and_positive_inter
     for name, fig in figs.items():
         drawn = drawn_colours(fig)
         assert set(drawn) >= {"finetune", "gradient_ascent", "random_label"}, name
-        assert all(drawn[m] == {colour[m].lower()} for m in ("finetune", "gradient_ascent", "random_label")), name
+        assert all(drawn[m] == {colour[m]} for m in ("finetune", "gradient_ascent", "random_label")), name
     speed, seconds = figs["times"].axes[:2]
     assert [(line.get_xdata()[0], line.get_linestyle()) for line in speed.get_lines()
             if line.get_linestyle() == "--"] == [(1.0, "--")]  # gold: 1×

@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 import zlib
 
+import numpy as np
 import torch
 from torch import nn
 
 from mu_lightning.data.qa import EOS, IDK, PAD, PARA_A, PERTURBED, QA, SEP
 from mu_lightning.metrics import mia
+from mu_lightning.metrics.challenge import forget_score
 from mu_lightning.metrics.context import EvalContext
 from mu_lightning.metrics.fast import efficiency
 from mu_lightning.metrics.gold import weight_distance
@@ -42,9 +44,9 @@ from mu_lightning.stages.lm import token_logprobs
 
 MIN_K = 0.2  # Min-K% Prob's k (Shi et al. 2024, "Detecting Pretraining Data from Large Language Models", §3)
 LM_SPLITS = ("forget", "retain", "test")
-# the result table's LM columns (outputs.summary_table), in order
+# the result table's LM columns (outputs.summary_table), in order: names no classifier run writes
 TABLE_COLUMNS = {"forget_truth_ratio": "forget TR", "forget_quality": "forget quality",
-                 "model_utility": "model utility", "mia_loss_auc": "MIA AUC"}
+                 "model_utility": "model utility", "mia_mink_auc": "Min-K% AUC"}
 
 
 def lcs_length(a: list, b: list) -> int:
@@ -93,13 +95,22 @@ def greedy_answers(model: nn.Module, tokens: torch.Tensor, batch_size: int = 256
             step = ~done & (pos < length - 1)
             if not step.any():
                 break
-            nxt = model(seq).argmax(-1).gather(1, pos[:, None]).squeeze(1)
+            nxt = _next_token_logits(model, seq, pos).argmax(-1)
             rows = step.nonzero().squeeze(1)
             seq[rows, pos[rows] + 1] = nxt[rows]
             pos = torch.where(step, pos + 1, pos)
             done |= ~step | (nxt == EOS)
         out += [answer_of(s) for s in seq.cpu()]
     return out
+
+
+def _next_token_logits(model: nn.Module, seq: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """The logits at position ``pos[i]`` of each sequence: through the output layer at those positions only when the
+    model exposes ``hidden`` and ``head`` (``GPT``; a large vocabulary makes the full logits the cost), else all."""
+    rows = torch.arange(len(seq), device=seq.device)
+    if hasattr(model, "hidden") and hasattr(model, "head"):
+        return model.head(model.hidden(seq)[rows, pos])
+    return model(seq)[rows, pos]
 
 
 @torch.no_grad()
@@ -209,6 +220,30 @@ def lm(ctx: EvalContext) -> dict[str, float]:
         out.update({f"{m}/{k}": float(v) for k, v in values.items() if not k.startswith("_")})
         if "_forget_ratios" in values:
             out[f"{m}/forget_quality"] = forget_quality(values["_forget_ratios"], per_model["gold"]["_forget_ratios"])
+    if ctx.cfg.tier in ("full", "seeds"):
+        out.update(gold_seeds(ctx, per_model))
     out["unlearn/weight_dist_original"] = weight_distance(ctx.models["unlearn"], ctx.models["original"])
     out.update(efficiency(ctx))
     return {k: v for k, v in out.items() if v is None or not math.isnan(v)}
+
+
+def gold_seeds(ctx: EvalContext, per_model: dict[str, dict]) -> dict[str, float]:
+    """With ``metric=full`` or ``seeds`` (the other gold seeds of ``metric.seeds``): gold's forget quality becomes
+    the noise floor, the mean KS p-value of each other gold seed's truth ratios on D_f against the reference gold's;
+    with ``seeds`` also the challenge forget score over ``metric.seeds`` unlearning runs and gold seeds, on the
+    scalar signal (the length-normalised answer log-probability in place of a classifier's φ, docs/metrics.md §3.6)."""
+    golds = ctx.other_seeds("gold")
+    reference = per_model["gold"]["_forget_ratios"]
+    out = {"gold/forget_quality": float(np.mean([forget_quality(model_metrics(ctx, g)["_forget_ratios"], reference)
+                                                 for g in golds]))}
+    if ctx.cfg.tier == "seeds":
+        unlearned = ["unlearn", *ctx.other_seeds("unlearn")]
+        x = ctx.data.samples.x[lm_splits(ctx)["forget"]][:, QA]
+
+        def signal(m: str) -> np.ndarray:
+            return answer_logprobs(ctx.models[m], x)[1].double().numpy()
+
+        score, _ = forget_score(np.stack([signal(m) for m in unlearned]),
+                                np.stack([signal(m) for m in ["gold", *golds]]))
+        out.update({"unlearn/forget_score": score, "unlearn/forget_score_models": float(len(unlearned))})
+    return out

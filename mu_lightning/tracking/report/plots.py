@@ -41,8 +41,8 @@ GOLD = "#000000"
 REFERENCE = "0.45"  # none (no unlearning): grey, dotted
 REFERENCE_LABEL = "none (no unlearning: M itself)"
 # Okabe & Ito (2008) without black (gold's) and with yellow last (faint on white), then Paul Tol's muted colours
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#882255", "#332288", "#117733",
-           "#999933", "#AA4499", "#44AA99", "#DDCC77", "#F0E442")
+PALETTE = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#882255", "#332288", "#117733",
+           "#999933", "#aa4499", "#44aa99", "#ddcc77", "#f0e442")
 MARKERS = ("o", "s", "^", "D", "v", "P")  # for labels that share a colour (more labels than PALETTE)
 LINES = ("-", "--", "-.", (0, (1, 1)))
 SPEED = ("flop_speedup", "speedup", "train_seconds")  # the order reports show cost in
@@ -130,6 +130,8 @@ def gap_bars(summary: Summary, colour: dict[str, str]):
     """Avg. Gap to gold per method (or, for a search, its objective, best first): one panel per setting, bars from
     0 on a linear axis; ``none``'s value a dotted grey line."""
     col = summary.objective or "avg_gap"
+    missing = {s: [r.labels["unlearner"] for r in _contenders(rows) if r.mean(col) is None]
+               for s, _, rows in _settings(summary)}
     settings = [(s, g, [r for r in rows if r.mean(col) is not None]) for s, g, rows in _settings(summary)]
     settings = [s for s in settings if _contenders(s[2])]
     if not settings:
@@ -138,9 +140,10 @@ def gap_bars(summary: Summary, colour: dict[str, str]):
     for (ax,), (setting, _, rows) in zip(axes, settings, strict=True):
         shown = _contenders(rows)
         labels = [r.labels["unlearner"] for r in shown]
-        extents = _extents([_extent(r, col, 0.0 if "gap" in col else -math.inf, math.inf) for r in shown])
-        bars = ax.barh(labels, [r.mean(col) for r in shown], xerr=extents, capsize=3,
-                       color=[colour[x] for x in labels])
+        bars = ax.barh(labels, [r.mean(col) for r in shown], color=[colour[x] for x in labels])
+        for y, row in enumerate(shown):  # an interval only where there is one (n > 1)
+            if (span := _extent(row, col, 0.0 if "gap" in col else -math.inf, math.inf)) is not None:
+                ax.errorbar(row.mean(col), y, xerr=[[span[0]], [span[1]]], color="black", capsize=3)
         for bar, row in zip(bars, shown, strict=True):
             if row.warned:
                 bar.set(hatch="//", edgecolor="white")
@@ -148,7 +151,8 @@ def gap_bars(summary: Summary, colour: dict[str, str]):
         if (ref := _baseline(rows)) is not None:
             ax.axvline(ref.mean(col), color=REFERENCE, ls=":", lw=1.5, label=REFERENCE_LABEL)
         ax.invert_yaxis()  # first row on top
-        ax.set(xlabel=NAMES.get(col, col) + " (lower is closer to gold)" * ("gap" in col),
+        none = f"\nnot drawn (no {col} in the results): {', '.join(missing[setting])}" if missing[setting] else ""
+        ax.set(xlabel=NAMES.get(col, col) + " (lower is closer to gold)" * ("gap" in col) + none,
                title=_title(setting, rows))
         ax.grid(axis="x", alpha=0.3)
     what = f"search objective {col}" if summary.objective else "Avg. Gap to gold"
@@ -178,6 +182,7 @@ def times(summary: Summary, colour: dict[str, str]):
             reference = 1.0 if col.endswith("speedup") else gold.mean(col) if gold is not None else None
             cut |= _cost_panel(ax, col, shown, colour, reference, gold if col == "train_seconds" else None)
             ax.set(xscale="log", xlabel=NAMES[col], title=_title(setting, rows))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, 1, 10, not 10^-1, 10^0, 10^1
             ax.grid(axis="x", which="both", alpha=0.3)
             if ax is not panels[0]:
                 ax.tick_params(axis="y", labelleft=False)
@@ -225,7 +230,6 @@ def _cost_panel(ax, col: str, rows: list[Row], colour: dict[str, str], reference
                 cut = True
     ax.set(xlim=(low, high), ylim=(len(names) - 0.5, -0.5))
     ax.set_yticks(range(len(names)), names)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, 1, 10 rather than 10^-1, 10^0, 10^1
     return cut
 
 
