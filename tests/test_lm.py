@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mu_lightning.data import UnlearningDataModule
+from mu_lightning.data.fictitious import IDK as IDK_POOL
 from mu_lightning.data.fictitious import fictitious_qa
 from mu_lightning.data.forget import by_entity
 from mu_lightning.data.qa import BOS, EOS, IDK, PAD, PARA_A, PERTURBED, QA, SEP, QASamples, WordTokenizer, tofu_json
@@ -84,13 +85,15 @@ def test_entity_forgetting_takes_whole_people_and_splits_are_disjoint_by_person(
 
 def test_each_qa_has_its_views_and_the_perturbed_answers_are_wrong():
     s = fictitious_qa(seq_len=24, vocab_size=512, num_people=5, holdout_people=1)
-    x = s.x
+    x, tok = s.x, WordTokenizer([])
+    tok.vocab = s.vocab
     assert x.shape[1] == PERTURBED + 3 and s.truth_view == QA
-    tok = WordTokenizer(s.vocab[5:])
-    assert tok.decode(x[0, QA]).split(" ? ")[1]  # an answer after the question
-    for k in range(PERTURBED, x.shape[1]):
-        assert lm.answer_of(x[0, k]) != lm.answer_of(x[0, QA])
-    assert "know" in " ".join(s.vocab[t] for t in lm.answer_of(x[0, IDK])) or lm.answer_of(x[0, IDK])
+    question, answer = tok.decode(x[0, QA]).split(" ? ")
+    assert tok.decode(x[0, PARA_A]).split(" ? ")[0] == question and " ".join(answer.split()[:2]) in question
+    assert tok.decode(lm.answer_of(x[0, IDK])) in IDK_POOL
+    for k in range(PERTURBED, x.shape[1]):  # the same form with another value of the pool
+        wrong = tok.decode(lm.answer_of(x[0, k])).split()
+        assert wrong != answer.split() and len(wrong) == len(answer.split())
 
 
 def test_a_tofu_file_is_read_with_entities_by_position_and_fallbacks(tmp_path):

@@ -252,6 +252,9 @@ def test_figures_one_row_per_setting_fixed_colours_references_and_positive_inter
     assert seconds.get_xscale() == "log" and "gold" not in [t.get_text() for t in seconds.get_yticklabels()]
     assert [line.get_xdata()[0] for line in seconds.get_lines() if line.get_linestyle() == "--"] == [8.0]  # gold's
     assert not [c for ax in figs["times"].axes for c in ax.containers if isinstance(c, BarContainer)]  # points
+    curves = [line for ax in figs["trajectory"].axes for line in ax.get_lines() if line.get_label() in colour]
+    assert curves and all(line.get_marker() not in ("", "None", None) and line.get_markersize() >= 5
+                          for line in curves)  # three points each: points, not a curve that hides them
     golds = [[line for line in ax.get_lines() if "gold" in line.get_label()] for ax in figs["trajectory"].axes]
     assert [len(g) for g in golds] == [1] * 6 and golds[0][0].get_ydata()[0] == 0.9
     stars = [c for ax in figs["forget_vs_acc"].axes for c in ax.containers if c.get_label() == "gold (retrained)"]
