@@ -12,6 +12,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -118,6 +119,8 @@ def _exit_code(err: BaseException, interrupted: list[str], rank_lost: bool) -> i
         log.error("error: interrupted (%s): no results.json was written; stage-cache entries already stored "
                   "stay valid and the stage that was training was not stored", "Ctrl-C" if name == "SIGINT" else name)
         return INTERRUPTED[name]
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, ConfigError | RunFault):
+        err = err.__cause__  # a target's own refusal, wrapped by Hydra's instantiate: its message, not Hydra's
     if isinstance(err, ConfigError | RunFault):
         log.error("error: %s", err)
         return 2 if isinstance(err, ConfigError) else 1

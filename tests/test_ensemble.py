@@ -139,8 +139,9 @@ def test_cnn_members_with_batch_norm_are_the_stages_alone(run_parts, tmp_path):
     x, y = data.tensors("test")
     for seed, model in zip((0, 1, 2), models, strict=True):
         alone = trained_model(cfg, data, StageCache(tmp_path / "alone"), "gold", seed)
-        for name, t in alone.model.state_dict().items():  # running statistics included
-            torch.testing.assert_close(model.state_dict()[name], t, rtol=1e-4, atol=1e-5)
+        for name, t in alone.model.state_dict().items():  # running statistics included; grouped convolutions sum
+            # in another order than one member's, so a few weights differ by ~1e-4 after a whole training
+            torch.testing.assert_close(model.state_dict()[name], t, rtol=1e-3, atol=2e-4)
         hit = trained_model(cfg, data, cache, "gold", seed)
         assert hit.facts["cache_hit"] and hit.facts["flops"] == alone.facts["flops"]
         with torch.no_grad():

@@ -49,7 +49,7 @@ def test_sequence_reads_each_kind_from_its_forget_config():
     ([], r"forget=sequential needs forget.requests=\[...\]"),
     ([{"kind": "class", "classes": [1]}, {"kind": "clas"}],
      r"forget.requests\[1\]: kind='clas' is not a forget option; each request is \{kind: <one of class, entity, "
-     r"indices, poisoned, random, subclass>"),
+     r"indices, memorized, poisoned, random, subclass, subpopulation>"),
     ([{"classes": [1]}], r"forget.requests\[0\]: kind=None is not a forget option"),
     ([{"kind": "sequential"}], r"kind='sequential' is not a forget option"),
     ([{"kind": "random", "classes": [1]}],

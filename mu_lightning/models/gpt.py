@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mu_lightning.errors import ConfigError
+
 
 class Block(nn.Module):
     """One pre-LayerNorm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
@@ -45,6 +47,9 @@ class GPT(nn.Module):
     def __init__(self, vocab_size: int, context: int, layers: int = 2, heads: int = 4, width: int = 128,
                  dropout: float = 0.0):
         super().__init__()
+        if vocab_size is None:
+            raise ConfigError("model=gpt needs question-answer data that sets dataset.vocab_size: dataset=fictitious_qa "
+                              "or dataset=tofu_json (python train.py experiment=lm_demo runs the whole demo)")
         if width % heads:
             raise ValueError(f"model.width={width} is not a multiple of model.heads={heads}")
         self.vocab_size, self.context = int(vocab_size), int(context)

@@ -111,7 +111,8 @@ def processes_together(cfg: DictConfig) -> int:
 
 def step_flops(cfg: DictConfig) -> int | None:
     """FLOPs of one training step of the configured model at ``train.batch_size``; None without
-    ``dataset.input_shape``. The global random state is left as it was."""
+    ``dataset.input_shape``, or when the model cannot be built or run on such inputs (the checks after the data has
+    loaded refuse it then, with their own message). The global random state is left as it was."""
     shape = OmegaConf.select(cfg, "dataset.input_shape")
     if shape is None:
         return None
@@ -119,7 +120,10 @@ def step_flops(cfg: DictConfig) -> int | None:
     from lightning.pytorch.utilities.seed import isolate_rng
 
     with isolate_rng():
-        return training_step_flops(instantiate(cfg.model), list(shape), cfg.train.batch_size)
+        try:
+            return training_step_flops(instantiate(cfg.model), list(shape), cfg.train.batch_size)
+        except Exception:  # noqa: BLE001 - any failure here is reported by check_data, which knows the data
+            return None
 
 
 def training_step_flops(model: torch.nn.Module, input_shape, batch_size: int) -> int:
