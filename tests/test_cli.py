@@ -82,7 +82,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path):
 
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "train.py", "dataset=synthetic", "dataset.source.num_samples=6000",
-                             "logger=none", "unlearner=none", "train.epochs=30", f"paths.cache_dir={cache}",
+                             "logger=none", "unlearner=none", "train.epochs=300", f"paths.cache_dir={cache}",
                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
