@@ -230,7 +230,8 @@ def main() -> None:
             rows += more
         loaded = threads_and_load(args, tmp, rows)
         if 9 in args.only:
-            rows += bench_ensemble.ensemble_speedup(tmp)
+            for threads in sorted({1, os.cpu_count() or 1}):  # the default policy's one thread, and every core
+                rows += bench_ensemble.ensemble_speedup(tmp / f"threads{threads}", threads=threads)
     print(markdown(rows))
     if table:
         print("\nUnlearning efficiency on digits (MLP), one seed:\n")
