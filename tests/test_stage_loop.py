@@ -137,3 +137,14 @@ def test_divergence_stops_and_rolls_back_to_the_last_finite_step(path):
     assert module.diverged_step == module.steps_taken == trainer.global_step == 5
     # step 4's loss, computed on the weights after 4 updates, was the last finite one
     assert same_weights(module.model, plain(steps=4))
+
+
+def test_a_divergence_on_the_only_step_is_rolled_back_not_a_traceback(run_pipeline):
+    """One step whose update overflows: no later loss shows it, so the end of the fit checks the weights and the
+    outputs on the last batch, rolls the step back and records the divergence."""
+    res = run_pipeline("unlearner.epochs=1", "unlearner.batch_size=4096", "unlearner.optimizer.lr=1e38",
+                       shared_cache=True)
+    stage = res["stages"]["unlearn"]
+    assert stage["diverged"] and stage["diverged_step"] == 0 and stage["steps"] == 0
+    assert res["metrics"]["unlearn/forget_acc"] == res["metrics"]["original/forget_acc"]  # M's weights, restored
+

@@ -48,8 +48,9 @@ class GPT(nn.Module):
                  dropout: float = 0.0):
         super().__init__()
         if vocab_size is None:
-            raise ConfigError("model=gpt needs question-answer data that sets dataset.vocab_size: dataset=fictitious_qa "
-                              "or dataset=tofu_json (python train.py experiment=lm_demo runs the whole demo)")
+            raise ConfigError("model=gpt needs question-answer data that sets dataset.vocab_size: "
+                              "dataset=fictitious_qa or dataset=tofu_json (python train.py experiment=lm_demo runs "
+                              "the whole demo)")
         if width % heads:
             raise ValueError(f"model.width={width} is not a multiple of model.heads={heads}")
         self.vocab_size, self.context = int(vocab_size), int(context)

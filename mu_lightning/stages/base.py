@@ -150,6 +150,7 @@ class Stage(L.LightningModule):
             if limited and not self.affordable(batch):
                 break
             record(self.counted_step, (batch,))
+            self._last_batch = batch
             self.train_step(batch)
             if self.diverged:
                 break
@@ -247,6 +248,7 @@ class Stage(L.LightningModule):
     def on_train_end(self) -> None:
         self.clock.stop()
         self._direct = None
+        self._guard_last_step()
         self.tally.count(self)  # before Lightning's teardown moves the model off the device the batches are on
         if self.trainer.world_size > 1:  # DDP: each rank stepped on its shard; the stage's cost is the sum over ranks
             mine = torch.tensor([self.tally.flops, self.tally.grad_evals], dtype=torch.int64, device=self.device)
@@ -265,6 +267,32 @@ class Stage(L.LightningModule):
                 self._snapshot = ([v.detach().clone() for v in live], live)
             else:
                 torch._foreach_copy_(*self._snapshot)
+
+    def _guard_last_step(self) -> None:
+        """The guard for the last step, whose update no later loss checks: weights it left non-finite are rolled
+        back and the step counts as the divergence (a one-step stage with a learning rate that overflows)."""
+        if self.diverged or self._snapshot is None or self._finite_after_last_step():
+            return
+        self._tally["steps"] -= 1
+        self._tally["diverged_step"] = self._tally["steps"]
+        copies, live = self._snapshot
+        with torch.no_grad():
+            torch._foreach_copy_(live, copies)
+
+    def _finite_after_last_step(self) -> bool:
+        """Finite weights, and finite outputs on the last batch's inputs (weights can stay finite yet overflow)."""
+        if not all(torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()):
+            return False
+        batch = getattr(self, "_last_batch", None)
+        while isinstance(batch, dict | list | tuple) and batch:
+            batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+        if not isinstance(batch, torch.Tensor):
+            return True
+        was_training = self.model.training
+        with torch.no_grad():
+            out = self.model.eval()(batch)
+        self.model.train(was_training)
+        return bool(torch.isfinite(out).all())
 
     def _diverge(self) -> None:
         self._tally["diverged_step"] = self._tally["steps"]

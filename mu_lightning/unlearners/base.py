@@ -253,8 +253,8 @@ class Unlearner(Stage, metaclass=_Method):
                  **self.cost(), "steps": self.steps_taken, "diverged": self.diverged,
                  "diverged_step": self.diverged_step}
         if self.diverged:
-            log.warning("unlearn   diverged at step %d (non-finite loss); reporting the last finite weights",
-                        self.diverged_step)
+            log.warning("unlearn   diverged at step %d (a non-finite loss or output); reporting the last finite "
+                        "weights", self.diverged_step)
         log.info("%-8s %s (seed %d): %d steps in %.2f s", "unlearn", facts["method"], seed, self.steps_taken, seconds)
         return facts, seconds
 
