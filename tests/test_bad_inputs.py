@@ -54,6 +54,9 @@ CASES = {
                                                       r"of 1797 samples"),
     "trainer_max_epochs": (["+trainer.max_epochs=3"], r"trainer.max_epochs is set by the pipeline for each stage"),
     "trainer_unknown_key": (["+trainer.max_step=3"], r"trainer.max_step is not an argument of Lightning's Trainer"),
+    "trainer_clipping": (["+trainer.gradient_clip_val=1.0"], r"trainer.gradient_clip_val=1.0 cannot be used: every "
+                                                               r"stage steps its optimizer itself"),
+    "trainer_accumulation": (["+trainer.accumulate_grad_batches=2"], r"trainer.accumulate_grad_batches=2 cannot be"),
     "ids_not_utf8": (["forget=indices", "forget.path={tmp}/latin1.txt"], r"not a UTF-8 text file \(byte 3\)"),
     "ids_arabic_digits": (["forget=indices", "forget.path={tmp}/arabic.txt"], r"the digits 0-9 only \(found '١٢'\)"),
 }

@@ -42,6 +42,9 @@ NUMBER = POSITIVE | NON_NEGATIVE | INTEGER | {"fraction", "test_fraction", "val_
 CHECKPOINTS = ("original", "gold", "unlearned")  # <name>.checkpoint: a model made elsewhere
 MAX_SEED = 2**32 - 1  # what torch and numpy generators accept
 PIPELINE_SETS = ("max_epochs", "logger", "callbacks", "default_root_dir")  # Trainer arguments the pipeline passes
+# Trainer arguments that manual optimization (every stage steps its own optimizer) refuses inside fit: key -> the
+# value that is harmless
+MANUAL_STEP = {"gradient_clip_val": None, "gradient_clip_algorithm": None, "accumulate_grad_batches": 1}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -160,6 +163,10 @@ def check_trainer(cfg: DictConfig) -> None:
         if key not in allowed:
             raise ConfigError(f"trainer.{key} is not an argument of Lightning's Trainer (see "
                               "https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags)")
+        if key in MANUAL_STEP and cfg.trainer[key] != MANUAL_STEP[key]:
+            raise ConfigError(f"trainer.{key}={cfg.trainer[key]} cannot be used: every stage steps its optimizer "
+                              "itself, which Lightning's clipping and accumulation do not support; set "
+                              "train.grad_clip and unlearner.grad_clip to clip")
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"trainer.accelerator={accelerator} but torch sees no GPU here "
