@@ -73,24 +73,3 @@ def test_the_lock_of_a_run_directory_is_taken_once_per_process_and_released(tmp_
     unlock_run_dir(tmp_path / "run")
     lock_run_dir(tmp_path / "run")
     unlock_run_dir(tmp_path / "run")
-
-
-@pytest.mark.slow
-def test_sigterm_is_handled_like_ctrl_c(tmp_path):
-    import signal
-    import time
-
-    cache = tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "train.py", "dataset=synthetic", "dataset.source.num_samples=6000",
-                             "logger=none", "unlearner=none", "train.epochs=300", f"paths.cache_dir={cache}",
-                             f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while not list(cache.glob("original-*.lock")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
-    text = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 143, text[-2000:]
-    assert "error: interrupted (SIGTERM): no results.json was written" in text and "Traceback" not in text
-    assert not (tmp_path / "run" / "results.json").exists() and not list(cache.glob("*.json"))

@@ -202,18 +202,22 @@ def test_divergence_of_the_original_is_one_message_and_exit_code_1(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_is_one_message_and_exit_code_130(tmp_path):
+@pytest.mark.parametrize(("sig", "code", "message", "logger"), [
+    (signal.SIGINT, 130, "error: interrupted (Ctrl-C)", "csv"),
+    (signal.SIGTERM, 143, "error: interrupted (SIGTERM): no results.json was written", "none"),  # kill, a scheduler
+])
+def test_an_interrupt_is_one_message_and_its_exit_code(tmp_path, sig, code, message, logger):
     cache = tmp_path / "cache"
     proc = subprocess.Popen([sys.executable, "train.py", "dataset=synthetic", "dataset.source.num_samples=6000",
-                             "logger=csv", "unlearner=none", "train.epochs=300", f"paths.cache_dir={cache}",
+                             f"logger={logger}", "unlearner=none", "train.epochs=300", f"paths.cache_dir={cache}",
                              f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     assert wait_for(lambda: list(cache.glob("original-*.lock"))), "training never started"
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     text = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, text[-2000:]
-    assert "error: interrupted (Ctrl-C)" in text and "Traceback" not in text
+    assert proc.returncode == code, text[-2000:]
+    assert message in text and "Traceback" not in text
     assert not (tmp_path / "run" / "results.json").exists() and not list(cache.glob("*.json"))
 
 

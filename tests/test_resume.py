@@ -35,17 +35,18 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
 
 
-def test_a_training_that_failed_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+def straight_then_killed(tmp_path: Path, monkeypatch):
+    """The original trained uninterrupted into ``straight/``, then again into ``resumed/``, killed after its 5th
+    epoch (its last checkpoint: after the 4th); returns that run's config and the real end-of-epoch hook."""
     cfg = compose_cfg(tmp_path, RECIPE)
     with open_dict(cfg):
         cfg.paths.cache_dir = str(tmp_path / "straight")
     run(cfg)  # uninterrupted
-
     end_of_epoch = ClassifierModule.on_train_epoch_end
 
     def dies_after_epoch_5(self):
         end_of_epoch(self)
-        if self.current_epoch == 4:  # 5 epochs done; the last checkpoint is that of epoch 4
+        if self.current_epoch == 4:
             raise RuntimeError("killed")
 
     monkeypatch.setattr(ClassifierModule, "on_train_epoch_end", dies_after_epoch_5)
@@ -54,6 +55,11 @@ def test_a_training_that_failed_resumes_from_its_checkpoint_to_the_same_weights(
         cfg.paths.cache_dir, cfg.paths.output_dir = str(tmp_path / "resumed"), str(tmp_path / "run2")
     with pytest.raises(RuntimeError, match="killed"):
         run(cfg)
+    return cfg, end_of_epoch
+
+
+def test_a_training_that_failed_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, monkeypatch):
+    cfg, end_of_epoch = straight_then_killed(tmp_path, monkeypatch)
     (work,) = (tmp_path / "resumed" / "work").iterdir()
     assert torch.load(work / "last.ckpt", weights_only=True)["epoch"] == 3  # epochs 0-3 done: saved after the 4th
     monkeypatch.setattr(ClassifierModule, "on_train_epoch_end", end_of_epoch)
@@ -69,23 +75,7 @@ def _record(cache: Path, stage: str) -> dict:
 
 def test_a_resumed_fit_counts_the_flops_and_seconds_of_the_part_before_the_interruption(tmp_path, monkeypatch):
     """Issue 24: a resumed training recorded only the resumed part's FLOPs, so flop_speedup came out halved."""
-    cfg = compose_cfg(tmp_path, RECIPE)
-    with open_dict(cfg):
-        cfg.paths.cache_dir = str(tmp_path / "straight")
-    run(cfg)
-    end_of_epoch = ClassifierModule.on_train_epoch_end
-
-    def dies_after_epoch_5(self):
-        end_of_epoch(self)
-        if self.current_epoch == 4:
-            raise RuntimeError("killed")
-
-    monkeypatch.setattr(ClassifierModule, "on_train_epoch_end", dies_after_epoch_5)
-    cfg = compose_cfg(tmp_path, RECIPE)
-    with open_dict(cfg):
-        cfg.paths.cache_dir, cfg.paths.output_dir = str(tmp_path / "resumed"), str(tmp_path / "run2")
-    with pytest.raises(RuntimeError, match="killed"):
-        run(cfg)
+    cfg, end_of_epoch = straight_then_killed(tmp_path, monkeypatch)
     (work,) = (tmp_path / "resumed" / "work").iterdir()
     saved = torch.load(work / "last.ckpt", weights_only=True)["mu_lightning"]
     assert saved["bound"] == work.name and saved["cost"]["flops"] > 0 and saved["cost"]["seconds"] > 0

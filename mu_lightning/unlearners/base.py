@@ -175,15 +175,21 @@ class Unlearner(Stage, metaclass=_Method):
         """The config keys the method takes: the keyword parameters of its ``__init__``, and of each base's
         ``__init__`` that the one below passes ``**kwargs`` on to."""
         names: list[str] = []
-        for klass in cls.__mro__:
-            if "__init__" not in vars(klass):
-                continue
-            params = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[1:]  # after self
+        for init in cls._option_inits():
+            params = list(inspect.signature(init).parameters.values())[1:]  # after self
             names += [p.name for p in params if p.name != "model" and p.name not in names
                       and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-            if not any(p.kind is p.VAR_KEYWORD for p in params):
-                break
         return names
+
+    @classmethod
+    def _option_inits(cls) -> Iterator[Callable]:
+        """The ``__init__`` of the method and of each base (or mixin) it passes ``**kwargs`` on to, nearest first."""
+        for klass in cls.__mro__:
+            init = vars(klass).get("__init__")
+            if init is not None:
+                yield init
+                if not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+                    return
 
     @classmethod
     def check_options(cls, keys) -> None:
@@ -198,11 +204,9 @@ class Unlearner(Stage, metaclass=_Method):
     def option_types(cls) -> dict[str, Any]:
         """Each option's annotation from the ``__init__`` that declares it (``int``, ``float | None``, ...)."""
         found: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            if "__init__" in vars(klass) and issubclass(klass, Unlearner):
-                hints = typing.get_type_hints(vars(klass)["__init__"])
-                found.update({k: v for k, v in hints.items() if k in cls.options()})
-        return found
+        for init in cls._option_inits():  # the nearest declaration of an option wins
+            found.update({k: v for k, v in typing.get_type_hints(init).items() if k not in found})
+        return {k: v for k, v in found.items() if k in cls.options()}
 
     @classmethod
     def check_option_values(cls, values: dict[str, Any]) -> None:

@@ -69,3 +69,19 @@ class LMMethod:
             ref = F.log_softmax(self.frozen_original(tokens).float(), -1).flatten(0, 1)
         mine = F.log_softmax(self.model(tokens).float(), -1).flatten(0, 1)
         return F.kl_div(mine, ref, reduction="batchmean", log_target=True)
+
+
+class Preference(LMMethod):
+    """Mixin of the methods that compare M_u's answer log-probabilities with the frozen M's (NPO, IdkDPO): their
+    options β (the inverse temperature of the preference loss), γ and α (the forget and retain terms' weights) and
+    the retain loss, with open-unlearning's defaults. Put it before ``Unlearner`` in the bases."""
+
+    reads = ("forget", "retain")
+    needs_frozen_original = True
+
+    def __init__(self, model, beta: float = 0.1, gamma: float = 1.0, alpha: float = 1.0, retain_loss: str = "NLL",
+                 **train):
+        super().__init__(model, **train)
+        self.beta, self.gamma, self.alpha = beta, gamma, alpha
+        self.retain_loss = self.check_retain_loss(retain_loss)
+

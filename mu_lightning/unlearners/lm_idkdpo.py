@@ -6,21 +6,12 @@ import torch.nn.functional as F
 
 from mu_lightning.data.qa import IDK, QA
 from mu_lightning.unlearners.base import Unlearner
-from mu_lightning.unlearners.lm import LMMethod
+from mu_lightning.unlearners.lm import Preference
 
 
-class LMIdkDPO(LMMethod, Unlearner):
+class LMIdkDPO(Preference, Unlearner):
     """γ·(−2/β)·E[log σ(β·(r(idk) − r(a)))] on D_f + α·(NLL on D_r), r = log π_θ − log π_ref (π_ref the frozen M),
     idk each QA's answer from the "I don't know" pool. Reads: forget and retain."""
-
-    reads = ("forget", "retain")
-    needs_frozen_original = True
-
-    def __init__(self, model, beta: float = 0.1, gamma: float = 1.0, alpha: float = 1.0, retain_loss: str = "NLL",
-                 **train):
-        super().__init__(model, **train)
-        self.beta, self.gamma, self.alpha = beta, gamma, alpha
-        self.retain_loss = self.check_retain_loss(retain_loss)
 
     def loss(self, batch):
         x = batch["forget"][0]

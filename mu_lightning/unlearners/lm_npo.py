@@ -6,22 +6,13 @@ import torch.nn.functional as F
 
 from mu_lightning.data.qa import QA
 from mu_lightning.unlearners.base import Unlearner
-from mu_lightning.unlearners.lm import LMMethod
+from mu_lightning.unlearners.lm import Preference
 
 
-class LMNPO(LMMethod, Unlearner):
+class LMNPO(Preference, Unlearner):
     """γ·(2/β)·E[softplus(β·(log π_θ(a|q) − log π_ref(a|q)))] on D_f + α·(NLL on D_r), π_ref the frozen M: DPO's loss
     with D_f's answers as the dispreferred ones and no preferred answer; bounded where GA's is not. Reads: forget
     and retain."""
-
-    reads = ("forget", "retain")
-    needs_frozen_original = True
-
-    def __init__(self, model, beta: float = 0.1, gamma: float = 1.0, alpha: float = 1.0, retain_loss: str = "NLL",
-                 **train):
-        super().__init__(model, **train)
-        self.beta, self.gamma, self.alpha = beta, gamma, alpha
-        self.retain_loss = self.check_retain_loss(retain_loss)
 
     def loss(self, batch):
         ratio = self.log_ratio(batch["forget"][0][:, QA])

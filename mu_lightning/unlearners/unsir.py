@@ -1,5 +1,7 @@
 """UNSIR (Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023, §III): noise, impair, repair."""
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +43,9 @@ class UNSIR(Unlearner):
                  noise_l2: float = 0.1, noise_copies: int = 80, noise_per_copy: int | None = 3,
                  retain_per_class: int = 500, impair_epochs: int = 1, repair_epochs: int = 1, noise_mode: str = "train",
                  repair_optimizer: str = "fresh", repair_lr: float | None = None, repair_batch_size: int | None = None,
-                 batch_size: int = 64, optimizer=None, scheduler=None, grad_clip=None):
+                 batch_size: int = 64, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
+                 grad_clip: float | None = None):
         super().__init__(model, epochs=impair_epochs + repair_epochs, batch_size=batch_size, optimizer=optimizer,
                          scheduler=scheduler, grad_clip=grad_clip)
         check_choice("noise_mode", noise_mode, TRAIN_MODES)
