@@ -48,7 +48,7 @@ from mu_lightning.tracking import loggers as logger_factories
 from mu_lightning.tracking.naming import stage_run
 from mu_lightning.tracking.trajectory import with_trajectory
 from mu_lightning.unlearners import Unlearner
-from mu_lightning.weights import load_weights
+from mu_lightning.weights import load_weights, model_key
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def stage_key(cfg: DictConfig, data: UnlearningDataModule, stage: str, seed: int
     poison = data.poison.fingerprint() if data.poison is not None else {}  # {} for poison=none: the key it had
     return cache_key({"stage": stage, "data": data.fingerprint(STAGE_SPLIT[stage]), "seed": seed,
                       **({"poison": poison} if poison else {}),
-                      "model": OmegaConf.to_container(cfg.model, resolve=True),
+                      "model": model_key(OmegaConf.to_container(cfg.model, resolve=True)),
                       "train": {k: v for k, v in OmegaConf.to_container(cfg.train, resolve=True).items()
                                 if k != "checkpoint_every"},  # when to checkpoint never changes the weights
                       "augment": OmegaConf.to_container(cfg.dataset, resolve=True).get("augment"),

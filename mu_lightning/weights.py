@@ -1,5 +1,5 @@
-"""Weights made elsewhere: read a checkpoint into a model, and say what does not fit (shared by the stage cache, the
-checks and the Python API)."""
+"""Weights made elsewhere: read a checkpoint into a model, say what does not fit, and key a model that starts from a
+checkpoint directory by its files (shared by the stage cache, the checks and the Python API)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def load_weights(model: nn.Module, path: str | Path, option: str) -> str:
 
 
 HUGE = 1e30  # a weight this large makes every logit infinite: no trained model holds one
+
+
+def model_key(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config as a cache key part: with a ``path`` directory (``model=hf``), also the SHA-256 of each of
+    its files, so new weights or a new tokenizer under the same path never reuse a stage trained from the old ones
+    (a 7B checkpoint takes tens of seconds to hash)."""
+    path = model_cfg.get("path")
+    if not path or not Path(path).is_dir():
+        return model_cfg
+    files = sorted(f for f in Path(path).rglob("*") if f.is_file())
+    return {**model_cfg, "files_sha256": {str(f.relative_to(path)): file_digest(f) for f in files}}
 
 
 def _huge(state: dict[str, torch.Tensor]) -> str | None:

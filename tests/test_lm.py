@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 
 import pytest
@@ -16,7 +17,20 @@ from mu_lightning.data import UnlearningDataModule
 from mu_lightning.data.fictitious import IDK as IDK_POOL
 from mu_lightning.data.fictitious import fictitious_qa
 from mu_lightning.data.forget import by_entity
-from mu_lightning.data.qa import BOS, EOS, IDK, PAD, PARA_A, PERTURBED, QA, SEP, QASamples, WordTokenizer, tofu_json
+from mu_lightning.data.qa import (
+    BOS,
+    EOS,
+    IDK,
+    PAD,
+    PARA_A,
+    PERTURBED,
+    QA,
+    SEP,
+    QASamples,
+    WordTokenizer,
+    decode,
+    tofu_json,
+)
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import lm
 from mu_lightning.models import GPT
@@ -145,6 +159,83 @@ def test_rouge_l_recall_against_hand_computed_values():
     assert lm.lcs_length(list("ABCBDAB"), list("BDCABA")) == 4  # Cormen et al.'s example
     assert lm.rouge_l_recall([1, 2, 3, 4], [1, 3, 4, 5]) == 0.75  # LCS 1 3 4 of 4 reference tokens
     assert lm.rouge_l_recall([9], [1, 2]) == 0.0 and lm.rouge_l_recall([1, 2], []) == 0.0
+
+
+def test_rouge_words_mode_is_lcs_recall_over_the_words_as_they_are():
+    # reference: She is running a shop . (6 words); LCS with "She runs a shop ." is She a shop . = 4
+    assert lm.rouge_recalls(["She runs a shop ."], ["She is running a shop ."]) == [4 / 6]
+    assert lm.rouge_recalls(["she runs"], ["She runs"], "words") == [1 / 2]  # case is kept
+    # on word-level data it is the recall over the token ids, ids past the vocabulary (no text) included
+    vocab = ("<pad>", "<bos>", "<sep>", "<eos>", "<unk>", "a", "shop", "runs")
+    samples = QASamples(x=torch.zeros(1, 1, 1), y=torch.zeros(1), vocab=vocab)
+    answer, reference = [5, 9, 6, 7], [7, 5, 6]
+    assert lm.rouge_recalls([decode(samples, answer)], [decode(samples, reference)]) == [
+        lm.rouge_l_recall(answer, reference)] == [2 / 3]
+
+
+def test_rouge_tofu_mode_stems_lowercases_and_drops_punctuation():
+    pytest.importorskip("rouge_score")
+    # TOFU's scorer: she is run a shop (5 tokens) against she run a shop: LCS 4, "runs" and "running" both stem to run
+    assert lm.rouge_recalls(["She runs a shop ."], ["She is running a shop ."], "tofu") == [pytest.approx(4 / 5)]
+    assert lm.rouge_recalls(["she runs"], ["She runs"], "tofu") == [1.0]
+
+
+def test_the_rouge_option_is_checked_with_a_clear_message(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from mu_lightning.metrics import check_config
+
+    with pytest.raises(ConfigError, match=r"metric\.rouge='bleu' is not allowed: use words .* or tofu"):
+        check_config(OmegaConf.create({"tier": "fast", "rouge": "bleu"}))
+    monkeypatch.setattr(lm.importlib.util, "find_spec", lambda name: None)  # rouge_score not installed
+    with pytest.raises(ConfigError, match=re.escape("metric.rouge=tofu needs the rouge_score package: pip install -e "
+                                                    "'.[lm]'")):
+        check_config(OmegaConf.create({"tier": "fast", "rouge": "tofu"}))
+
+
+def test_the_holdout_people_are_split_alternately_into_non_members_and_rmia_population():
+    nonmember, population = lm.holdout_halves(torch.tensor([10, 10, 11, 12, 12, 13, 13]))
+    assert nonmember.tolist() == [0, 1, 3, 4] and population.tolist() == [2, 5, 6]  # people 10, 12 | 11, 13
+
+
+def test_lm_rmia_against_a_hand_computation(monkeypatch):
+    """Two members, four holdout people of one QA each (people 3, 5 the non-members, 4, 6 the population Z), two
+    reference golds; a = 1, so Pr(x) is the references' mean p_y and ratio(x) = p_y(x) / Pr(x)."""
+    from types import SimpleNamespace
+
+    p = {"original": ([0.8, 0.6], [0.3, 0.6, 0.9, 0.2]),  # members [D_f], holdout people 3, 4, 5, 6
+         "g1": ([0.4, 0.2], [0.2, 0.3, 0.4, 0.5]), "g2": ([0.6, 0.4], [0.4, 0.5, 0.6, 0.3])}
+    p["gold"] = p["unlearn"] = p["original"]
+    scores = {m: {"_forget_scores": {"loss": torch.tensor(f, dtype=torch.float64).log()},
+                  "_holdout_scores": {"loss": torch.tensor(h, dtype=torch.float64).log()}} for m, (f, h) in p.items()}
+    monkeypatch.setattr(lm, "model_metrics", lambda ctx, m: scores[m])
+    ids = {"forget": torch.tensor([0, 1]), "retain": torch.tensor([2]), "train": torch.tensor([0, 1, 2]),
+           "test": torch.tensor([3, 4, 5, 6])}
+    ctx = SimpleNamespace(data=SimpleNamespace(ids=ids, samples=SimpleNamespace(group=torch.arange(7))),
+                          cfg=SimpleNamespace(mia_seed=0, rmia=SimpleNamespace(a=1.0, gamma=1.0)))
+    # ratios: members 0.8/0.5 = 1.6, 0.6/0.3 = 2; non-members 0.3/0.3 = 1, 0.9/0.5 = 1.8; Z 0.6/0.4 = 1.5, 0.2/0.4 = 0.5
+    # score = share of Z with ratio(z) <= ratio(x): members 1, 1; non-members 1/2, 1
+    # AUC = (2 wins + ½·2 ties) / 4 = 0.75; no threshold has 0 false positives and a true positive: TPR 0
+    out = lm.rmia(ctx, ["g1", "g2"])
+    for m in ("original", "gold", "unlearn"):
+        assert out[f"{m}/rmia_auc"] == pytest.approx(0.75) and out[f"{m}/rmia_tpr_at_1fpr"] == 0.0
+    ctx.data.samples.group = torch.tensor([0, 1, 2, 3, 3, 3, 3])  # one holdout person: no population, no RMIA
+    assert lm.rmia(ctx, ["g1", "g2"]) == {}
+
+
+@pytest.mark.slow  # three gold seeds and three unlearning runs of a small LM, then one more evaluation
+def test_lm_rmia_and_tofu_rouge_in_a_small_seeds_run(run_pipeline):
+    from tests.test_lm_pipeline import SMALL
+    from tests.test_procedures import undocumented
+
+    run = ("train.epochs=20", "unlearner.epochs=1")
+    m = run_pipeline(*SMALL, *run, "metric=seeds", "metric.seeds=3", fast=False, shared_cache=True)["metrics"]
+    for model in ("original", "gold", "unlearn"):
+        assert 0 <= m[f"{model}/rmia_auc"] <= 1 and 0 <= m[f"{model}/rmia_tpr_at_1fpr"] <= 1
+    assert abs(m["gold/rmia_auc"] - 0.5) <= 0.25 and m["original/rmia_auc"] >= 0.9 and not undocumented(m)
+    tofu = run_pipeline(*SMALL, *run, "metric.rouge=tofu", fast=False, shared_cache=True, out="tofu")["metrics"]
+    assert tofu["original/forget_prob"] == m["original/forget_prob"]  # the same model from the stage cache
+    assert tofu["original/forget_rouge"] != m["original/forget_rouge"] and 0 <= tofu["original/forget_rouge"] <= 1
 
 
 def test_greedy_answers_follow_the_argmax_until_eos_or_the_end():

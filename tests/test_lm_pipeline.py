@@ -67,7 +67,7 @@ def test_rmu_refuses_a_layer_the_model_has_not():
     from mu_lightning.models import GPT
     from mu_lightning.unlearners import LMRMU
 
-    with pytest.raises(ConfigError, match="unlearner.layer=3 is not a block of model=gpt"):
+    with pytest.raises(ConfigError, match=r"unlearner.layer=3 is not a block of model=GPT \(1 to 2\)"):
         LMRMU.check_model(GPT(16, 8, layers=2, heads=2, width=8), 1, {"layer": 3})
 
 

@@ -60,7 +60,8 @@ def _names(count: int, rng: random.Random) -> list[str]:
 
 @configurable
 def fictitious_qa(seq_len: int, vocab_size: int, num_people: int = 60, holdout_people: int = 10,
-                  attributes: int = 4, num_perturbed: int = 3, seed: int = 0) -> QASamples:
+                  attributes: int = 4, num_perturbed: int = 3, seed: int = 0,
+                  tokenizer: str | None = None) -> QASamples:
     """QAs about ``num_people`` invented people (``attributes`` facts each) and ``holdout_people`` never trained on.
 
     Split 0 (training): one QA per fact of the people. Split 1: each fact of those people asked with the held-out
@@ -68,7 +69,8 @@ def fictitious_qa(seq_len: int, vocab_size: int, num_people: int = 60, holdout_p
     Perturbed answers put other values of the same pool into the answer's form. TOFU perturbs the paraphrased answer
     and compares with it, to measure knowledge rather than wording; a small model trained from scratch knows a fact
     only in the form it was taught, so here the truth ratio compares with the answer itself
-    (``QASamples.truth_view``). Deterministic in ``seed``.
+    (``QASamples.truth_view``). Deterministic in ``seed``. ``tokenizer``: a Hugging Face tokenizer directory (the
+    model's, ``model=hf``), else the word vocabulary of ``qa.py``.
     """
     if not 1 <= attributes <= len(ATTRIBUTES):
         raise ConfigError(f"dataset.attributes={attributes} is out of range: 1 to {len(ATTRIBUTES)}")
@@ -98,6 +100,6 @@ def fictitious_qa(seq_len: int, vocab_size: int, num_people: int = 60, holdout_p
                 split.append(in_split)
     # every value of every pool is a word of the vocabulary, so the vocabulary does not depend on which were drawn
     x, vocab = encode_records(records, list(IDK), seq_len, num_perturbed, vocab_size,
-                              extra_texts=[" ".join(pool) for _, (pool, *_) in pools])
+                              extra_texts=[" ".join(pool) for _, (pool, *_) in pools], tokenizer=tokenizer)
     return QASamples(x=x, y=torch.tensor(label), split=torch.tensor(split), group=torch.tensor(group), vocab=vocab,
-                     truth_view=QA)
+                     truth_view=QA, tokenizer=tokenizer)

@@ -17,7 +17,7 @@ from mu_lightning.metrics.corrective import corrective
 from mu_lightning.metrics.ensemble import ensemble
 from mu_lightning.metrics.fast import fast
 from mu_lightning.metrics.full import full
-from mu_lightning.metrics.lm import lm
+from mu_lightning.metrics.lm import check_rouge, lm
 from mu_lightning.metrics.names import TIERS
 from mu_lightning.metrics.seeds import seeds
 from mu_lightning.metrics.validation import validation
@@ -53,6 +53,7 @@ def check_config(cfg: Any) -> str:
     if tier not in TIERS:
         raise ConfigError(f"metric.tier={tier!r} is not a tier: use one of {', '.join(TIERS)}")
     Margins.of(cfg)  # metric.warnings: known keys, numbers in [0, 1]
+    check_rouge(cfg.get("rouge") or "words")  # metric.rouge: words or tofu, and tofu's package installed
     if tier == "fast":
         return tier
     if tier == "ensemble":

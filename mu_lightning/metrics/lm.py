@@ -5,7 +5,9 @@ answer's tokens given the question, teacher-forced): the loss of TOFU's ``Q_A_Pr
 and the loss of the threshold MIA. On top of it, per model and split:
 
 - ``<split>_acc``: exact-match recall, the share of questions whose greedy answer is the answer, token for token;
-- ``<split>_rouge``: ROUGE-L recall of the greedy answer against the answer (TOFU's ``rougeL_recall``);
+- ``<split>_rouge``: ROUGE-L recall of the greedy answer's text against the answer's (``qa.decode``; TOFU's
+  ``rougeL_recall``), over ``qa.words`` as they are (``metric.rouge=words``) or by TOFU's stemming scorer
+  (``metric.rouge=tofu``, the ``rouge_score`` package; ``rouge_recalls``);
 - ``<split>_prob``: the mean of P(a|q)^(1/|a|) (TOFU's ``Q_A_Prob``);
 - ``<split>_truth_ratio``: TOFU's truth ratio R = P̄(perturbed) / P(correct), each P the length-normalised
   probability, "correct" the paraphrased answer (TOFU) or the answer (``QASamples.truth_view``), and P̄ the geometric
@@ -17,7 +19,9 @@ and the loss of the threshold MIA. On top of it, per model and split:
 - ``model_utility``: the harmonic mean of prob, ROUGE-L and truth ratio on D_r and on the utility split (TOFU's
   model utility, whose other two sets, real authors and world facts, this data has not);
 - ``mia_loss_auc``, ``mia_mink_auc``, ``mia_zlib_auc``: AUC of the loss, Min-K% Prob (Shi et al. 2024, k = 20%) and
-  zlib (Carlini et al. 2021) attacks, D_f (members) against the holdout people's QAs (non-members).
+  zlib (Carlini et al. 2021) attacks, D_f (members) against the holdout people's QAs (non-members);
+- with ``metric=seeds``, ``rmia_auc`` and ``rmia_tpr_at_1fpr``: offline RMIA (Zarifzadeh et al. 2024) on the
+  length-normalised answer probability, the other gold seeds as references (``rmia``).
 
 Splits: ``forget`` (D_f), ``retain`` (D_r), ``test`` (the utility split: held-out questions about people still in
 D_r) and ``holdout`` (people no model trained on), all from the datamodule's splits.
@@ -25,6 +29,7 @@ D_r) and ``holdout`` (people no model trained on), all from the datamodule's spl
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import zlib
 
@@ -32,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mu_lightning.data.qa import EOS, IDK, PAD, PARA_A, PERTURBED, QA, SEP
+from mu_lightning.data.qa import EOS, IDK, PAD, PARA_A, PERTURBED, QA, SEP, decode, words
+from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import mia
 from mu_lightning.metrics.challenge import forget_score
 from mu_lightning.metrics.context import EvalContext
@@ -40,6 +46,7 @@ from mu_lightning.metrics.fast import efficiency
 from mu_lightning.metrics.gold import weight_distance
 from mu_lightning.metrics.memo import CACHE
 from mu_lightning.metrics.names import MODELS
+from mu_lightning.metrics.seeds import rmia_attack
 from mu_lightning.stages.lm import token_logprobs
 
 MIN_K = 0.2  # Min-K% Prob's k (Shi et al. 2024, "Detecting Pretraining Data from Large Language Models", §3)
@@ -47,6 +54,7 @@ LM_SPLITS = ("forget", "retain", "test")
 # the result table's LM columns (outputs.summary_table), in order: names no classifier run writes
 TABLE_COLUMNS = {"forget_truth_ratio": "forget TR", "forget_quality": "forget quality",
                  "model_utility": "model utility", "mia_mink_auc": "Min-K% AUC"}
+ROUGE = ("words", "tofu")  # metric.rouge: ROUGE-L recall over our word units, or TOFU's stemming scorer
 
 
 def lcs_length(a: list, b: list) -> int:
@@ -62,6 +70,34 @@ def lcs_length(a: list, b: list) -> int:
 def rouge_l_recall(candidate: list, reference: list) -> float:
     """ROUGE-L recall (Lin 2004): LCS(candidate, reference) / |reference|; 0 for an empty reference."""
     return lcs_length(candidate, reference) / len(reference) if reference else 0.0
+
+
+def check_rouge(mode: str) -> None:
+    """``metric.rouge`` is one of ``ROUGE``, and ``tofu`` finds the ``rouge_score`` package (checked before training
+    by ``evaluate.check_config``)."""
+    if mode not in ROUGE:
+        raise ConfigError(f"metric.rouge={mode!r} is not allowed: use words (ROUGE-L recall over the words and "
+                          "punctuation marks as they are) or tofu (TOFU's scorer: the rouge_score package, stemmed)")
+    if mode == "tofu" and importlib.util.find_spec("rouge_score") is None:
+        raise ConfigError("metric.rouge=tofu needs the rouge_score package: pip install -e '.[lm]'")
+
+
+def rouge_recalls(candidates: list[str], references: list[str], mode: str = "words") -> list[float]:
+    """ROUGE-L recall of each candidate text against its reference text (``metric.rouge``).
+
+    ``words``: ``rouge_l_recall`` over ``qa.words`` of both, case and punctuation kept and nothing stemmed (the word
+    tokenizer's units: on word-level data the same numbers as over the token ids). ``tofu``: the ``rouge_score``
+    package, ``RougeScorer(["rouge1", "rougeL"], use_stemmer=True).score(reference, candidate)["rougeL"].recall``,
+    as TOFU (locuslab/tofu ``evaluate_util.py``: ``eval_rouge_recall``) and locuslab/open-unlearning
+    (``evals/metrics/utils.py``) score the decoded generation: lower-cased, punctuation dropped, Porter-stemmed."""
+    check_rouge(mode)
+    pairs = list(zip(candidates, references, strict=True))
+    if mode == "words":
+        return [rouge_l_recall(words(c), words(r)) for c, r in pairs]
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    return [scorer.score(r, c)["rougeL"].recall for c, r in pairs]
 
 
 def answer_of(tokens: torch.Tensor) -> list[int]:
@@ -166,7 +202,8 @@ def model_metrics(ctx: EvalContext, m: str) -> dict[str, object]:
 
 
 def _model_metrics(ctx: EvalContext, m: str) -> dict[str, object]:
-    model, x_all, vocab = ctx.models[m], ctx.data.samples.x, ctx.data.samples.vocab
+    model, samples = ctx.models[m], ctx.data.samples
+    x_all = samples.x
     was_training = model.training
     model.eval()
     out: dict[str, object] = {}
@@ -178,14 +215,16 @@ def _model_metrics(ctx: EvalContext, m: str) -> dict[str, object]:
         per_token, mean_lp = answer_logprobs(model, x[:, QA])
         if s == "holdout" or s == "forget":
             out[f"_{s}_scores"] = {"loss": mean_lp.double(), "mink": min_k(per_token).double(),
-                                   "zlib": zlib_score(mean_lp.double(), [" ".join(vocab[t] for t in answer_of(r))
+                                   "zlib": zlib_score(mean_lp.double(), [decode(samples, answer_of(r))
                                                                          for r in x[:, QA]])}
         if s == "holdout":
             continue
         answers = greedy_answers(model, x[:, QA])
         refs = [answer_of(r) for r in x[:, QA]]
         out[f"{s}_acc"] = sum(a == r for a, r in zip(answers, refs, strict=True)) / len(refs)
-        out[f"{s}_rouge"] = sum(rouge_l_recall(a, r) for a, r in zip(answers, refs, strict=True)) / len(refs)
+        rouge = rouge_recalls([decode(samples, a) for a in answers], [decode(samples, r) for r in refs],
+                              getattr(ctx.cfg, "rouge", None) or "words")
+        out[f"{s}_rouge"] = sum(rouge) / len(refs)
         out[f"{s}_prob"] = float(mean_lp.double().exp().mean())
         ratios = truth_ratios(model, x, ctx.data.samples.truth_view)
         if s == "forget":
@@ -231,7 +270,8 @@ def gold_seeds(ctx: EvalContext, per_model: dict[str, dict]) -> dict[str, float]
     """With ``metric=full`` or ``seeds`` (the other gold seeds of ``metric.seeds``): gold's forget quality becomes
     the noise floor, the mean KS p-value of each other gold seed's truth ratios on D_f against the reference gold's;
     with ``seeds`` also the challenge forget score over ``metric.seeds`` unlearning runs and gold seeds, on the
-    scalar signal (the length-normalised answer log-probability in place of a classifier's φ, docs/metrics.md §3.6)."""
+    scalar signal (the length-normalised answer log-probability in place of a classifier's φ, docs/metrics.md §3.6),
+    and offline RMIA with the other gold seeds as references (``rmia``)."""
     golds = ctx.other_seeds("gold")
     reference = per_model["gold"]["_forget_ratios"]
     out = {"gold/forget_quality": float(np.mean([forget_quality(model_metrics(ctx, g)["_forget_ratios"], reference)
@@ -246,4 +286,36 @@ def gold_seeds(ctx: EvalContext, per_model: dict[str, dict]) -> dict[str, float]
         score, _ = forget_score(np.stack([signal(m) for m in unlearned]),
                                 np.stack([signal(m) for m in ["gold", *golds]]))
         out.update({"unlearn/forget_score": score, "unlearn/forget_score_models": float(len(unlearned))})
+        out.update(rmia(ctx, golds))
     return out
+
+
+def holdout_halves(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions, within the holdout split whose people are ``groups``, of RMIA's non-members and of its population
+    Z: the holdout people in id order go alternately to each (the first, third, … to the non-members), so the two
+    halves share no person and each holds every fact of its people."""
+    in_z = torch.isin(groups, groups.unique()[1::2])
+    return (~in_z).nonzero().squeeze(1), in_z.nonzero().squeeze(1)
+
+
+def rmia(ctx: EvalContext, references: list[str]) -> dict[str, float]:
+    """``rmia_auc`` and ``rmia_tpr_at_1fpr`` of M, M_g and M_u: offline RMIA (Zarifzadeh et al. 2024) as the
+    classifier tier computes it (``seeds.rmia_attack``, docs/metrics.md §3.5), with p_y = exp(the scalar signal), the
+    length-normalised answer probability P(a|q)^(1/|a|), and ``references`` (the other gold seeds) as OUT models.
+
+    Members: D_f; non-members and the population Z: the holdout people's QAs, split by person (``holdout_halves``).
+    The classifier tier's Z is D_val, data no model trained on and the attack does not score; QA data has no
+    validation split (every training QA is a fact to learn), so half the holdout people, whom no model saw either,
+    play it, and the other half are the non-members, subsampled with D_f to equal size as in the classifier tier.
+    Nothing (no key) with fewer than two holdout people or an empty D_f."""
+    splits = lm_splits(ctx)
+    nonmember, population = holdout_halves(ctx.data.samples.group[splits["holdout"]])
+    if len(splits["forget"]) == 0 or len(population) == 0:
+        return {}
+
+    def p_y(m: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        scores = model_metrics(ctx, m)
+        held = scores["_holdout_scores"]["loss"].exp()
+        return scores["_forget_scores"]["loss"].exp(), held[nonmember], held[population]
+
+    return rmia_attack(p_y, references, ctx.cfg)

@@ -7,6 +7,9 @@ intervals over those seeds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -74,19 +77,32 @@ def rmia(ctx: EvalContext, references: list[str]) -> dict[str, float]:
     """Offline RMIA AUC and TPR at 1% FPR of each model: D_f against an equal slice of D_test, population D_val."""
     if len(ctx.data.ids["val"]) == 0:
         raise ConfigError("metric=seeds needs a validation split for the RMIA population: dataset.val_fraction=0")
-    pos, neg = mia.balanced_pairs(len(ctx.data.ids["forget"]), len(ctx.data.ids["test"]), ctx.cfg.mia_seed)
 
-    def p_y(m: str) -> dict[str, torch.Tensor]:
-        return {s: signals.confidence(ctx.logits(m, s), ctx.labels(s)) for s in ("forget", "test", "val")}
+    def p_y(m: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return tuple(signals.confidence(ctx.logits(m, s), ctx.labels(s)) for s in ("forget", "test", "val"))
 
+    return rmia_attack(p_y, references, ctx.cfg)
+
+
+def rmia_attack(p_y: Callable[[str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], references: list[str],
+                cfg: Any) -> dict[str, float]:
+    """``<model>/rmia_auc`` and ``<model>/rmia_tpr_at_1fpr`` of each of ``MODELS`` by offline RMIA (§3.5), for any
+    scalar signal: ``p_y(m)`` is model m's Pr(x | θ) on the members, on the non-members and on the population Z.
+
+    ``references`` are the OUT reference models; the members are attacked against as many non-members (the larger
+    set subsampled with ``metric.mia_seed``: ``mia.balanced_pairs``), with ``metric.rmia.a`` and ``gamma``. The
+    classifier tier passes p_y on D_f, D_test and D_val; the language models' (``lm.py``) their length-normalised
+    answer probabilities."""
     refs = [p_y(r) for r in references]
-    ref_x = torch.stack([torch.cat([r["forget"][pos], r["test"][neg]]) for r in refs])
-    ref_z = torch.stack([r["val"] for r in refs])
+    members, nonmembers, _ = refs[0]
+    pos, neg = mia.balanced_pairs(len(members), len(nonmembers), cfg.mia_seed)
+    ref_x = torch.stack([torch.cat([r[0][pos], r[1][neg]]) for r in refs])
+    ref_z = torch.stack([r[2] for r in refs])
     out = {}
     for m in MODELS:
-        p = p_y(m)
-        scores = mia.rmia_scores(torch.cat([p["forget"][pos], p["test"][neg]]), p["val"], ref_x, ref_z,
-                                 a=float(ctx.cfg.rmia.a), gamma=float(ctx.cfg.rmia.gamma))
+        members, nonmembers, population = p_y(m)
+        scores = mia.rmia_scores(torch.cat([members[pos], nonmembers[neg]]), population, ref_x, ref_z,
+                                 a=float(cfg.rmia.a), gamma=float(cfg.rmia.gamma))
         roc = mia.threshold_attack(scores[: len(pos)], scores[len(pos) :])
         out[f"{m}/rmia_auc"], out[f"{m}/rmia_tpr_at_1fpr"] = roc["auc"], roc["tpr_at_1fpr"]
     return out

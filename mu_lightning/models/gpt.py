@@ -14,6 +14,20 @@ from torch import nn
 from mu_lightning.errors import ConfigError
 
 
+class CausalLM(nn.Module):
+    """What the language-model track reads of a causal LM (``GPT``, ``models.hf.HFCausalLM``): ``forward(tokens
+    [B, T]) -> logits [B, T, vocab_size]`` over the ids of ``mu_lightning.data.qa``, ``hidden(tokens, upto)`` the
+    residual stream ``[B, T, width]`` after ``upto`` of its ``num_blocks`` blocks (RMU steers it), the last with
+    its final normalisation if None."""
+
+    vocab_size: int
+    num_blocks: int
+    width: int
+
+    def hidden(self, tokens: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
 class Block(nn.Module):
     """One pre-LayerNorm transformer block: x + attention(LN(x)), then x + MLP(LN(x))."""
 
@@ -34,7 +48,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
-class GPT(nn.Module):
+class GPT(CausalLM):
     """A causal LM over ``vocab_size`` tokens and contexts of up to ``context`` tokens.
 
     Args:
@@ -54,6 +68,7 @@ class GPT(nn.Module):
         if width % heads:
             raise ValueError(f"model.width={width} is not a multiple of model.heads={heads}")
         self.vocab_size, self.context = int(vocab_size), int(context)
+        self.num_blocks, self.width = layers, width
         self.tokens, self.positions = nn.Embedding(vocab_size, width), nn.Embedding(context, width)
         self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(width)

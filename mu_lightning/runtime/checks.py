@@ -277,13 +277,17 @@ def _check_language_model(cfg: DictConfig, model: torch.nn.Module, x: torch.Tens
     if method.reads and not getattr(method, "reads_text", False):
         raise ConfigError(f"unlearner={method.__name__} unlearns classifiers; question-answer data takes the "
                           "language-model methods (unlearner=lm_*, docs/language-models.md)")
+    vocab = int(getattr(model, "vocab_size", cfg.dataset.vocab_size))
+    if int(x.max()) >= vocab:
+        raise ConfigError(f"the data holds token id {int(x.max())}, beyond the model's {vocab} outputs: the data was "
+                          "tokenized for another model (dataset.source.tokenizer follows model.path for model=hf)")
     try:
         with torch.no_grad():
             out = model.eval()(x[:2, 0])
     except (RuntimeError, IndexError) as err:
         raise ConfigError(f"model={cfg.model._target_.rsplit('.', 1)[-1]} does not take token sequences of "
                           f"length {x.shape[-1]}: {err}") from None
-    vocab = int(cfg.dataset.vocab_size)
     if tuple(out.shape[1:]) != (x.shape[-1], vocab):
         raise ConfigError(f"the model outputs {list(out.shape[1:])} per sequence, expected next-token logits "
-                          f"[{x.shape[-1]}, {vocab}] (dataset.input_shape[1], dataset.vocab_size): use model=gpt")
+                          f"[{x.shape[-1]}, {vocab}] (dataset.input_shape[1], dataset.vocab_size): use model=gpt "
+                          "or model=hf")

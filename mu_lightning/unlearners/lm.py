@@ -13,7 +13,7 @@ from torch import nn
 
 from mu_lightning.data.qa import QA, is_qa
 from mu_lightning.errors import ConfigError
-from mu_lightning.models.gpt import GPT
+from mu_lightning.models.gpt import CausalLM
 from mu_lightning.stages.lm import answer_loss, answer_nll
 from mu_lightning.unlearners.base import Pass
 
@@ -34,8 +34,8 @@ class LMMethod:
 
     @classmethod
     def check_model(cls, model: nn.Module, num_classes: int, options: dict) -> None:
-        if not isinstance(model, GPT):
-            raise ConfigError(f"unlearner={cls.__name__} unlearns a causal language model (model=gpt), not "
+        if not isinstance(model, CausalLM):
+            raise ConfigError(f"unlearner={cls.__name__} unlearns a causal language model (model=gpt or hf), not "
                               f"model={type(model).__name__}")
 
     @staticmethod

@@ -34,8 +34,9 @@ class LMRMU(LMMethod, Unlearner):
     def check_model(cls, model, num_classes, options):
         super().check_model(model, num_classes, options)
         layer = options.get("layer", 1)
-        if not 1 <= layer <= len(model.blocks):
-            raise ConfigError(f"unlearner.layer={layer} is not a block of model=gpt (1 to {len(model.blocks)})")
+        if not 1 <= layer <= model.num_blocks:
+            raise ConfigError(f"unlearner.layer={layer} is not a block of model={type(model).__name__} (1 to "
+                              f"{model.num_blocks})")
 
     def control(self, width: int, device) -> torch.Tensor:
         if self._control is None:  # open-unlearning: torch.rand(1, 1, dim), normalised, times the coefficient
@@ -49,7 +50,7 @@ class LMRMU(LMMethod, Unlearner):
 
     def loss(self, batch):
         forget, retain = batch["forget"][0][:, QA], batch["retain"][0][:, QA]
-        target = self.control(self.model.tokens.embedding_dim, forget.device)
+        target = self.control(self.model.width, forget.device)
         with torch.no_grad():
             reference = self.frozen_original.hidden(retain, self.layer)
         return self.gamma * self.steered(self.model, forget, target) + self.alpha * self.steered(
