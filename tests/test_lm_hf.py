@@ -3,6 +3,8 @@ and a byte-level BPE tokenizer are built and saved here with ``save_pretrained``
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 pytest.importorskip("transformers")
 
 from mu_lightning.data.fictitious import fictitious_qa  # noqa: E402
-from mu_lightning.data.qa import BOS, EOS, OFFSET, QA, SEP, decode, load_tokenizer  # noqa: E402
+from mu_lightning.data.qa import BOS, EOS, OFFSET, PERTURBED, QA, SEP, decode, load_tokenizer, tofu_json  # noqa: E402
 from mu_lightning.errors import ConfigError  # noqa: E402
 from mu_lightning.metrics.lm import answer_of  # noqa: E402
 from mu_lightning.models import HFCausalLM  # noqa: E402
@@ -57,6 +59,15 @@ def test_rows_hold_the_checkpoints_subwords_in_our_layout(checkpoint):
         for view in range(s.x.shape[1]):
             assert decode(s, answer_of(s.x[i, view])) == decode(words, answer_of(words.x[i, view]))
     assert (s.x[:, QA] >= OFFSET).sum() > 2 * (words.x[:, QA] >= OFFSET).sum()  # subwords: more tokens than words
+
+
+def test_a_tofu_file_takes_the_checkpoints_tokenizer(checkpoint, tmp_path):
+    records = [{"question": "Where was Pimlofin born ?", "answer": "Pimlofin was born in Lima .",
+                "perturbed_answer": ["Pimlofin was born in Oslo ."] * 3}]
+    (tmp_path / "qa.json").write_text(json.dumps(records))
+    s = tofu_json(str(tmp_path / "qa.json"), seq_len=SEQ, vocab_size=8, tokenizer=checkpoint)  # vocab_size unused
+    assert decode(s, answer_of(s.x[0, QA])) == "Pimlofin was born in Lima ."
+    assert decode(s, answer_of(s.x[0, PERTURBED])) == "Pimlofin was born in Oslo ." and s.tokenizer == checkpoint
 
 
 def test_the_wrapper_gives_the_checkpoints_own_log_probabilities(checkpoint):
