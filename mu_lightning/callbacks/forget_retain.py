@@ -9,6 +9,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mu_lightning.callbacks.monitor import StageMonitor
+from mu_lightning.data.qa import is_qa
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import mia
 from mu_lightning.metrics.accuracy import logits_of
@@ -34,6 +35,10 @@ class ForgetRetainCallback(StageMonitor):
     into torchmetrics ``Metric`` objects, whose ``compute`` syncs the ranks; rank 0 logs. Its time is kept apart
     (``seconds``) and not counted as unlearning time. With no logger (extra unlearning seeds of ``metric=seeds``)
     nothing is measured, unless another callback of the Trainer monitors a ``trajectory/`` key.
+
+    On question-answer data (``data.qa.is_qa``: a language model) the same keys hold the LM metrics' values
+    (``tracking.trajectory.qa_measure``): ``forget_acc`` and ``retain_acc`` are the exact-match recall of greedy
+    answers, ``mia_loss_*`` the loss attack on the length-normalised answer log-probability against never-seen people.
 
     Args:
         every_n_steps: optimizer steps between two evaluations (>= 1): the monitor's ``step_cadence``.
@@ -105,6 +110,10 @@ class ForgetRetainCallback(StageMonitor):
         Each of ``world_size`` ranks passes its share (every ``world_size``-th sample from ``rank``); the metric
         states live on the model's device, where ``compute`` gathers the shares of every rank.
         """
+        if is_qa(getattr(self.data, "samples", None)):  # a language model (stand-ins may have only tensors)
+            from mu_lightning.tracking.trajectory import qa_measure
+
+            return qa_measure(model, self.data, rank, world_size)
         data, device = self.data, next(model.parameters()).device
         out: dict[str, float] = {}
         for split in ("forget", "retain"):

@@ -49,6 +49,10 @@ SPEED = ("flop_speedup", "speedup", "train_seconds")  # the order reports show c
 NAMES = {"forget_acc": "forget acc", "retain_acc": "retain acc", "test_acc": "test acc", "avg_gap": "Avg. Gap",
          "mia_loss_auc": "loss-MIA AUC", "flop_speedup": "FLOP speed-up (×)", "speedup": "speed-up (×)",
          "train_seconds": "seconds"}
+# a language model's trajectory (tracking/trajectory.py ``qa_measure``): the same keys, the LM metrics' definitions
+LM_NAMES = {"forget_acc": "forget recall\n(exact match of greedy answers)",
+            "retain_acc": "retain recall\n(exact match of greedy answers)",
+            "mia_loss_auc": "loss-MIA AUC\n(D_f vs never-seen people)"}
 # a method whose runs carry a warning about it (``Row.warned``: no effect, damaged, ...): hollow or hatched, and "!"
 WARNED = "hollow / hatched, !: a warning on the method\n(summary.md, warnings column)"
 WARNED_TEXT = {"xytext": (5, 2), "textcoords": "offset points", "fontweight": "bold", "fontsize": 11,
@@ -247,6 +251,7 @@ def trajectory(summary: Summary, colour: dict[str, str]):
     settings = [s for s in settings if _contenders(s[2])]
     fig, axes = _grid(len(settings), len(metrics), (3.6, 3.2))
     for panels, (setting, gold, rows) in zip(axes, settings, strict=True):
+        names = LM_NAMES if any(r.mean("forget_truth_ratio") is not None for r in rows) else NAMES  # metrics/lm.py
         for ax, metric in zip(panels, metrics, strict=True):
             for ref, colour_, ls, label in ((gold, GOLD, "--", "gold (retrained)"),
                                             (_baseline(rows), REFERENCE, ":", REFERENCE_LABEL)):
@@ -259,8 +264,8 @@ def trajectory(summary: Summary, colour: dict[str, str]):
                     name = row.labels["unlearner"]
                     means += _curve(ax, runs, colour[name], name, *style(colour, name))
             pad = max(0.15 * (max(means) - min(means)), 0.01)  # the means decide the range; a band may run past it
-            ax.set(xlabel="unlearning step", ylabel=NAMES[metric], title=_title(setting, rows),
-                   ylim=(max(min(means) - pad, 0.0), min(max(means) + pad, 1.0)))
+            ax.set(xlabel="unlearning step", ylabel=names[metric], title=_title(setting, rows),
+                   ylim=(max(min(means) - pad, -0.02), min(max(means) + pad, 1.02)))  # 0 and 1 off the frame
             ax.grid(alpha=0.3)
     _legend(fig)
     fig.suptitle(f"trajectory during unlearning: mean over seeds (band: {_ci()}, cut at the axes); gold dashed")
