@@ -84,7 +84,8 @@ def test_gold_noise_floor_is_the_mean_forget_accuracy_distance_of_the_other_gold
 
     z = {"gold": right(8), "gold_seed1": right(6), "gold_seed2": right(10)}
     ctx = SimpleNamespace(models=dict.fromkeys(["original", "gold", "unlearn", "gold_seed1", "gold_seed2"]),
-                          data=SimpleNamespace(ids={"forget": y}), labels=lambda s: y, logits=lambda m, s: z[m])
+                          data=SimpleNamespace(ids={"forget": y}, samples=None), labels=lambda s: y,
+                          logits=lambda m, s: z[m])
     assert w.gold_floor(ctx) == pytest.approx(0.2)  # |0.6 − 0.8| and |1.0 − 0.8|
     ctx.models = dict.fromkeys(["original", "gold", "unlearn"])
     assert w.gold_floor(ctx) is None  # metric=fast trains no other gold seed
@@ -330,3 +331,25 @@ def test_every_unlearner_on_a_tensor_file_has_an_effect_or_a_warning(run_pipelin
         cell = "; ".join(f"{k} (1/1)" for k in dict.fromkeys(map(report.runs.warning_kind, res["warnings"])))
         assert row.warning_text() == cell and (not cell or f"| {cell} |" in md)
     assert any(row.warned for row in methods) and (tmp_path / "report" / "forget_vs_acc.png").exists()
+
+
+def test_a_language_model_that_kept_its_greedy_answers_on_d_f_had_no_effect(monkeypatch):
+    from types import SimpleNamespace
+
+    from mu_lightning.data.qa import QASamples
+
+    answers = {"original": [[5], [6, 7], [8], [9]], "gold": [[9], [6], [8], [9]], "unlearn": [[5], [6, 7], [8], [9]]}
+    monkeypatch.setattr(w, "model_metrics", lambda ctx, m: {"_forget_answers": answers[m]})
+    ctx = SimpleNamespace(data=SimpleNamespace(samples=QASamples(x=torch.zeros(1, 1, 1), y=torch.zeros(1))))
+    agree = w.forget_agreements(ctx)
+    assert agree == {"n": 4, "unlearn": 1.0, "gold": 0.5}  # gold answers 2 of the 4 questions otherwise
+    message = w.no_effect_warning(agree, {}, None, 0.99, "greedy answers")[0]
+    assert message.startswith("no effect: M_u's greedy answers on D_f agree with M's on 100.00% of its 4 samples")
+    answers["unlearn"] = [[9], [6, 7], [8], [9]]  # one answer changed: 75% agree
+    assert w.no_effect_warning(w.forget_agreements(ctx), {}, None, 0.99, "greedy answers") == []
+
+
+def test_a_language_models_recall_has_no_chance_level_only_the_gap_to_gold():
+    m = {"original/retain_acc": 1.0, "gold/retain_acc": 1.0, "unlearn/retain_acc": 0.2}
+    assert [x.split(" is ")[1][:6] for x in w.accuracy_warnings(m, None)] == ["0.8000"]  # below gold, not "at chance"
+    assert "at chance" in w.accuracy_warnings(m, 4)[0]  # the same numbers as a 4-class classifier's accuracy

@@ -18,10 +18,10 @@ from mu_lightning.metrics.ensemble import ensemble
 from mu_lightning.metrics.fast import fast
 from mu_lightning.metrics.full import full
 from mu_lightning.metrics.lm import check_rouge, lm
+from mu_lightning.metrics.margins import Margins
 from mu_lightning.metrics.names import TIERS
 from mu_lightning.metrics.seeds import seeds
 from mu_lightning.metrics.validation import validation
-from mu_lightning.metrics.warnings import Margins
 
 TIER_METRICS = {"fast": fast, "full": full, "seeds": seeds, "ensemble": ensemble}
 # the tiers each tier runs: full and seeds add to the tier before them; ensemble adds its own models to fast alone

@@ -11,9 +11,9 @@ from mu_lightning.metrics import gold as g
 from mu_lightning.metrics import mia, signals
 from mu_lightning.metrics.accuracy import accuracy
 from mu_lightning.metrics.context import EvalContext
+from mu_lightning.metrics.margins import Margins
 from mu_lightning.metrics.memo import CACHE
 from mu_lightning.metrics.names import MODELS, SPLITS
-from mu_lightning.metrics.warnings import Margins
 
 GAP_SPLITS = ("forget", "retain", "test")  # the splits of a model's summary, Avg. Gap and ToW
 

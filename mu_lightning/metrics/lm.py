@@ -220,6 +220,8 @@ def _model_metrics(ctx: EvalContext, m: str) -> dict[str, object]:
         if s == "holdout":
             continue
         answers = greedy_answers(model, x[:, QA])
+        if s == "forget":
+            out["_forget_answers"] = answers  # the no-effect rule compares them (metrics/warnings.py)
         refs = [answer_of(r) for r in x[:, QA]]
         out[f"{s}_acc"] = sum(a == r for a, r in zip(answers, refs, strict=True)) / len(refs)
         rouge = rouge_recalls([decode(samples, a) for a in answers], [decode(samples, r) for r in refs],

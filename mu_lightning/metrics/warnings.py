@@ -5,16 +5,16 @@ stable tag the sweep report counts: ``"no effect: M_u's predictions on D_f agree
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
 
 from mu_lightning.data.qa import is_qa
-from mu_lightning.errors import ConfigError
 from mu_lightning.metrics.accuracy import accuracy
 from mu_lightning.metrics.context import EvalContext
+from mu_lightning.metrics.lm import model_metrics
+from mu_lightning.metrics.margins import Margins
 
 CHANCE_MARGIN = 0.05  # an accuracy within this of 1/num_classes is "at chance"
 MEMORISATION, NO_EFFECT, DAMAGED, UNINFORMATIVE, UNLEARNER = (
@@ -24,29 +24,6 @@ KINDS = (MEMORISATION, NO_EFFECT, DAMAGED, UNINFORMATIVE, UNLEARNER)  # UNLEARNE
 ATTACKS = (("entropy attack", "mia_entropy_member_rate", "mia_entropy_fit_bacc"),
            ("SVC attack", "mia_efficacy", "mia_efficacy_fit_bacc"))
 SYMBOLS = {"original": "M", "gold": "M_g", "unlearn": "M_u"}
-
-
-@dataclass(frozen=True)
-class Margins:
-    """The thresholds of the rules, ``metric.warnings.<name>`` (conf/metric/fast.yaml; docs/metrics.md §9)."""
-
-    no_effect_agreement: float = 0.99  # M_u agrees with M on at least this share of D_f: no effect
-    damage_margin: float = 0.10  # M_u's retain or test accuracy more than this below gold's: damaged
-    attack_margin: float = 0.01  # an attack's balanced accuracy on its training data at most 0.5 + this: uninformative
-    memorisation_margin: float = 0.02  # M's retain accuracy less than this above its test accuracy: no memorisation
-
-    @classmethod
-    def of(cls, metric_cfg: Any) -> Margins:
-        """The margins of the ``metric`` config group; a ConfigError names an unknown key or a value outside [0, 1]."""
-        get = getattr(metric_cfg, "get", None)  # a DictConfig or dict; any other object: its attribute
-        given = dict((get("warnings") if callable(get) else getattr(metric_cfg, "warnings", None)) or {})
-        names = [f.name for f in fields(cls)]
-        for key, value in given.items():
-            if key not in names:
-                raise ConfigError(f"metric.warnings.{key} is not a setting: use {', '.join(names)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ConfigError(f"metric.warnings.{key}={value!r} is not allowed: use a number in [0, 1]")
-        return cls(**{k: float(v) for k, v in given.items()})
 
 
 def kind(message: str) -> str | None:
@@ -60,10 +37,11 @@ def run_warnings(ctx: EvalContext, metrics: dict[str, Any]) -> list[str]:
     margins, stage = Margins.of(ctx.cfg), ctx.stages["unlearn"]
     found = memorisation_warning(metrics, margins.memorisation_margin, bool(ctx.data.forgotten_classes()))
     found += [w if kind(w) else f"{UNLEARNER}: {w}" for w in stage.get("warnings", [])]
-    # unlearner=none reads nothing; a language model has no top class (docs/metrics.md §15)
-    if stage.get("reads") != [] and not any(kind(w) == NO_EFFECT for w in found) and not is_qa(ctx.data.samples):
-        found += no_effect_warning(forget_agreements(ctx), metrics, gold_floor(ctx), margins.no_effect_agreement)
-    found += accuracy_warnings(metrics, ctx.data.num_classes, margins.damage_margin)
+    qa = is_qa(ctx.data.samples)  # a language model: greedy answers in place of top classes (docs/metrics.md §15)
+    if stage.get("reads") != [] and not any(kind(w) == NO_EFFECT for w in found):  # unlearner=none reads nothing
+        found += no_effect_warning(forget_agreements(ctx), metrics, gold_floor(ctx), margins.no_effect_agreement,
+                                   "greedy answers" if qa else "predictions")
+    found += accuracy_warnings(metrics, None if qa else ctx.data.num_classes, margins.damage_margin)
     return found + attack_warnings(metrics, margins.attack_margin)
 
 
@@ -89,7 +67,13 @@ def memorisation_warning(metrics: dict[str, Any], margin: float, classes_forgott
 
 
 def forget_agreements(ctx: EvalContext) -> dict[str, float]:
-    """Share of D_f on which M_u's and M_g's top class equals M's: ``{"unlearn": …, "gold": …, "n": |D_f|}``."""
+    """Share of D_f on which M_u's and M_g's top class (a language model's greedy answer) equals M's:
+    ``{"unlearn": …, "gold": …, "n": |D_f|}``."""
+    if is_qa(ctx.data.samples):
+        answers = {m: model_metrics(ctx, m).get("_forget_answers", []) for m in SYMBOLS}
+        n = len(answers["original"])
+        return {"n": n, **{m: sum(a == b for a, b in zip(answers[m], answers["original"], strict=True)) / n
+                           if n else 1.0 for m in ("unlearn", "gold")}}
     top = {m: ctx.logits(m, "forget").argmax(1) for m in ("original", "gold", "unlearn")}
     n = len(top["original"])
     return {"n": n, **{m: float((top[m] == top["original"]).double().mean()) if n else 1.0
@@ -102,17 +86,20 @@ def gold_floor(ctx: EvalContext) -> float | None:
     seeds = [name for name in ctx.models if name.startswith("gold_seed")]
     if not seeds or not len(ctx.data.ids["forget"]):
         return None
+    if is_qa(ctx.data.samples):  # forget_acc: exact-match recall of greedy answers
+        ref = model_metrics(ctx, "gold")["forget_acc"]
+        return sum(abs(model_metrics(ctx, s)["forget_acc"] - ref) for s in seeds) / len(seeds)
     y, ref = ctx.labels("forget"), accuracy(ctx.logits("gold", "forget"), ctx.labels("forget"))
     return sum(abs(accuracy(ctx.logits(s, "forget"), y) - ref) for s in seeds) / len(seeds)
 
 
 def no_effect_warning(agree: dict[str, float], metrics: dict[str, Any], floor: float | None,
-                      threshold: float) -> list[str]:
-    """M_u left D_f as M had it where gold did not: its predictions agree with M's on ≥ ``threshold`` of D_f while
-    gold's agree on less, or (with a gold ``floor``) its forget accuracy moved less than the floor while gold's moved
-    more."""
+                      threshold: float, what: str = "predictions") -> list[str]:
+    """M_u left D_f as M had it where gold did not: its ``what`` (predictions, or a language model's greedy answers)
+    agree with M's on ≥ ``threshold`` of D_f while gold's agree on less, or (with a gold ``floor``) its forget
+    accuracy moved less than the floor while gold's moved more."""
     if agree["unlearn"] >= threshold > agree["gold"]:
-        return [f"{NO_EFFECT}: M_u's predictions on D_f agree with M's on {agree['unlearn']:.2%} of its {agree['n']} "
+        return [f"{NO_EFFECT}: M_u's {what} on D_f agree with M's on {agree['unlearn']:.2%} of its {agree['n']} "
                 f"samples (rule: ≥ metric.warnings.no_effect_agreement = {threshold:.2%}) while gold's agree on only "
                 f"{agree['gold']:.2%}, so the unlearner left D_f as M had it where retraining changed it"]
     fa = {m: metrics.get(f"{m}/forget_acc") for m in SYMBOLS}
@@ -126,15 +113,17 @@ def no_effect_warning(agree: dict[str, float], metrics: dict[str, Any], floor: f
     return []
 
 
-def accuracy_warnings(metrics: dict[str, Any], num_classes: int, margin: float = Margins.damage_margin) -> list[str]:
+def accuracy_warnings(metrics: dict[str, Any], num_classes: int | None,
+                      margin: float = Margins.damage_margin) -> list[str]:
     """M_u's retain or test accuracy at chance (within ``CHANCE_MARGIN`` of 1/num_classes) where M's was above, or
-    more than ``margin`` below gold's: one ``damaged`` finding per split."""
-    chance, found = 1 / num_classes, []
+    more than ``margin`` below gold's: one ``damaged`` finding per split. ``num_classes`` None (a language model,
+    whose recall has no chance level): the second rule only."""
+    chance, found = (1 / num_classes if num_classes else None), []
     for split in ("retain", "test"):
         acc, before, gold = (metrics.get(f"{m}/{split}_acc") for m in ("unlearn", "original", "gold"))
         if acc is None:
             continue
-        if before is not None and acc <= chance + CHANCE_MARGIN < before:
+        if chance is not None and before is not None and acc <= chance + CHANCE_MARGIN < before:
             found.append(f"{DAMAGED}: M_u's {split} accuracy {acc:.4f} is at chance (1/{num_classes} = {chance:.4f}, "
                          f"margin {CHANCE_MARGIN}) where M's was {before:.4f}: the unlearner destroyed the model")
         elif gold is not None and acc < gold - margin:
