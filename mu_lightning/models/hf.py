@@ -89,6 +89,6 @@ class HFCausalLM(CausalLM):
             tokens = tokens[:, 0]
         logits = self.lm(input_ids=self.checkpoint_ids(tokens.long())).logits[..., : self.checkpoint_vocab]
         floor = torch.finfo(logits.dtype).min / 2  # no probability, and no −inf to make a KL term NaN
-        specials = logits[..., [self.eos] * OFFSET].clone()
-        specials[..., [PAD, BOS, SEP, UNK]] = floor
-        return torch.cat([specials, logits.index_fill(-1, torch.tensor([self.eos], device=logits.device), floor)], -1)
+        out = torch.cat([logits[..., [self.eos] * OFFSET], logits], -1)  # one copy of the logits: a large vocabulary
+        out[..., [PAD, BOS, SEP, UNK, OFFSET + self.eos]] = floor  # EOS only in our EOS column
+        return out
