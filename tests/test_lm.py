@@ -243,6 +243,14 @@ def test_greedy_answers_follow_the_argmax_until_eos_or_the_end():
     assert lm.greedy_answers(Successor(), tokens) == [[5, 6, 7], [5, 6]]  # the second runs out of room
 
 
+def test_exact_matches_from_one_pass_agree_with_greedy_decoding():
+    # Successor answers 5 6 7 EOS after SEP (when there is room): exact for the first row only
+    tokens = torch.tensor([seq([6], [5, 6, 7]), seq([6], [5, 6]), seq([6], [5, 7, 7]), seq([5, 6, 7, 5], [7]),
+                           seq([6], [6, 6, 7])])
+    expected = [a == lm.answer_of(r) for a, r in zip(lm.greedy_answers(Successor(), tokens), tokens, strict=True)]
+    assert lm.exact_matches(Successor(), tokens).tolist() == expected == [True, False, False, False, False]
+
+
 def test_truth_ratio_against_a_hand_computation():
     # QA 0: correct answer [6], perturbed [5] and [7, 7]; the model gives P(6 EOS) per token = sqrt(0.3·0.1)
     x = torch.tensor([[seq([5], [6]), seq([5], [6]), seq([5], [6]), seq([5], [6]), seq([5], [5]), seq([5], [7, 7])]])

@@ -47,7 +47,7 @@ from mu_lightning.metrics.gold import weight_distance
 from mu_lightning.metrics.memo import CACHE
 from mu_lightning.metrics.names import MODELS
 from mu_lightning.metrics.seeds import rmia_attack
-from mu_lightning.stages.lm import token_logprobs
+from mu_lightning.stages.lm import answer_mask, token_logprobs
 
 MIN_K = 0.2  # Min-K% Prob's k (Shi et al. 2024, "Detecting Pretraining Data from Large Language Models", §3)
 LM_SPLITS = ("forget", "retain", "test")
@@ -113,29 +113,41 @@ def answer_of(tokens: torch.Tensor) -> list[int]:
 
 
 @torch.no_grad()
+def exact_matches(model: nn.Module, tokens: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``[N]`` bool: whether the greedy answer to each question of ``tokens`` is its answer, token for token, from one
+    teacher-forced pass: greedy decoding reproduces the answer exactly when, at every answer position (EOS included),
+    the argmax given the true prefix is the true next token, and leaves it at the first position where it is not.
+    The same as comparing ``greedy_answers`` with ``answer_of``, without decoding token by token."""
+    device, hits = next(model.parameters()).device, []
+    for i in range(0, len(tokens), batch_size):
+        seq = tokens[i : i + batch_size].to(device)
+        right = model(seq[:, :-1]).argmax(-1) == seq[:, 1:]
+        hits.append((right | ~answer_mask(seq)).all(1).cpu())
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
+@torch.no_grad()
 def greedy_answers(model: nn.Module, tokens: torch.Tensor, batch_size: int = 256) -> list[list[int]]:
     """The greedy answer to each question of ``tokens`` (``BOS question SEP …``): the argmax token after ``SEP``,
     appended, until ``EOS`` or the end of the sequence; the answer without ``EOS``.
 
     The sequences stay right-padded: under causal attention the prediction at a position sees no later token, so
-    the padding after it changes nothing."""
+    the padding after it changes nothing, and each step runs only the questions still being answered, cut after
+    the furthest position among them (no key-value cache: a step recomputes the prefix)."""
     device = next(model.parameters()).device
     out: list[list[int]] = []
     for i in range(0, len(tokens), batch_size):
         seq = tokens[i : i + batch_size].to(device).clone()
-        n, length = seq.shape
+        length = seq.shape[1]
         pos = (seq == SEP).int().argmax(1)  # the position whose prediction is the next answer token
         seq[torch.arange(length, device=device)[None] > pos[:, None]] = PAD
-        done = torch.zeros(n, dtype=torch.bool, device=device)
-        while not done.all():
-            step = ~done & (pos < length - 1)
-            if not step.any():
-                break
-            nxt = _next_token_logits(model, seq, pos).argmax(-1)
-            rows = step.nonzero().squeeze(1)
-            seq[rows, pos[rows] + 1] = nxt[rows]
-            pos = torch.where(step, pos + 1, pos)
-            done |= ~step | (nxt == EOS)
+        rows = (pos < length - 1).nonzero().squeeze(1)  # those still being answered
+        while len(rows):
+            at = pos[rows]
+            nxt = _next_token_logits(model, seq[rows, : int(at.max()) + 1], at).argmax(-1)
+            seq[rows, at + 1] = nxt
+            pos[rows] = at + 1
+            rows = rows[(nxt != EOS) & (at + 1 < length - 1)]
         out += [answer_of(s) for s in seq.cpu()]
     return out
 

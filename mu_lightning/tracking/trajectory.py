@@ -73,25 +73,23 @@ def qa_measure(model: nn.Module, data, rank: int = 0, world_size: int = 1) -> di
     (``metrics/lm.py``), so the last point is the final ``unlearn/<metric>``:
 
     - ``forget_acc``, ``retain_acc``: **exact-match recall of greedy answers**, the share of D_f's (D_r's) questions
-      whose greedy answer is the answer token for token (``metrics.lm.greedy_answers`` and ``answer_of``; "forget
-      recall" in docs/language-models.md), not a classifier's accuracy nor a per-token one;
+      whose greedy answer is the answer token for token ("forget recall" in docs/language-models.md), not a
+      classifier's accuracy nor a per-token one, from one teacher-forced pass (``metrics.lm.exact_matches``);
     - ``mia_loss_auc``, ``mia_loss_tpr_at_1fpr``: the loss attack on the length-normalised answer log-probability
       (``metrics.lm.answer_logprobs``), D_f against the QAs of the holdout people (no model trained on them); left
       out when the data has none.
 
-    Greedy decoding at every point rather than the cheaper mean answer probability (``answer_logprobs`` alone): on
-    ``python train.py experiment=lm_demo`` (NPO, 120 steps, 6 points and gold's once) it took 2.1-2.7 s of the
-    unlearning stage's wall time on 2 shared CPU cores (the stage 1.3 s without it; the probability alone would
-    take 0.1 s), kept out of the method's time like every trajectory; it grows with D_r and with the answers' length
-    (a model that has stopped emitting EOS decodes to the end of the sequence): raise
-    ``callbacks.forget_retain.every_n_steps`` for a large D_r on CPU. The model is measured in eval mode and given
+    Kept out of the method's time like every trajectory, a point costs two teacher-forced passes over D_f and D_r
+    (and one over the holdout QAs); greedy decoding token by token, which gives the same recall, took 2.1-2.7 s of
+    the demo's unlearning stage (``experiment=lm_demo``, 6 points) and minutes per point at ``experiment=lm_gpu``'s
+    size on CPU. The model is measured in eval mode and given
     back in the mode it was in. Each of ``world_size`` ranks passes its share (every ``world_size``-th QA from
     ``rank``); torchmetrics states on the model's device gather every rank's, as for classifiers."""
     from torchmetrics.aggregation import MeanMetric
 
     from mu_lightning.data.qa import QA
     from mu_lightning.metrics import mia
-    from mu_lightning.metrics.lm import answer_logprobs, answer_of, greedy_answers, lm_splits
+    from mu_lightning.metrics.lm import answer_logprobs, exact_matches, lm_splits
 
     device, x = next(model.parameters()).device, data.samples.x
     splits = lm_splits(SimpleNamespace(data=data))  # reads ``ctx.data`` alone: the datamodule's ids and groups
@@ -101,9 +99,7 @@ def qa_measure(model: nn.Module, data, rank: int = 0, world_size: int = 1) -> di
     try:
         out: dict[str, float] = {}
         for split in ("forget", "retain"):
-            answers = greedy_answers(model, share[split])
-            hits = torch.tensor([a == answer_of(r) for a, r in zip(answers, share[split], strict=True)],
-                                dtype=torch.float64)
+            hits = exact_matches(model, share[split]).double()
             recall = MeanMetric(nan_strategy="ignore").to(device).set_dtype(torch.float64)  # .to after would reset it
             recall.update(hits.to(device))
             out[f"{split}_acc"] = float(recall.compute())
