@@ -139,17 +139,18 @@ def test_subpopulation_is_a_cluster_and_replays(run_pipeline, tmp_path):
     assert again["metrics"]["original/forget_acc"] == res["metrics"]["original/forget_acc"]
 
 
-def test_a_model_made_elsewhere_is_refused():
+def test_a_model_made_elsewhere_is_refused_before_anything_trains(run_pipeline, tmp_path):
     from omegaconf import OmegaConf
 
     from mu_lightning.metrics.context import EvalContext
     from mu_lightning.metrics.ensemble import ensemble
 
-    ctx = EvalContext(models={}, data=None, stages={"original": {"seed": 0}, "unlearn": {"source": "checkpoint"}},
-                      seconds={}, cfg=OmegaConf.create({"ensemble": {"size": 4}}), gold=None, unlearned=None,
-                      fresh_model=None, ensembles=object())
-    with pytest.raises(ConfigError, match="did not make unlearned.checkpoint"):
-        ensemble(ctx)
-    ctx.ensembles = None
+    with pytest.raises(ConfigError, match=r"unlearned.checkpoint=u.pt with metric=ensemble: that tier unlearns N "):
+        run_pipeline("metric=ensemble", "unlearned.checkpoint=u.pt")
+    assert not (tmp_path / "run" / "results.json").exists() and not list((tmp_path / "run").glob("**/*.ckpt"))
+    assert not any(p.suffix == ".pt" for p in tmp_path.rglob("*"))  # no stage trained or cached
+    ctx = EvalContext(models={}, data=None, stages={"original": {"seed": 0}, "unlearn": {}}, seconds={},
+                      cfg=OmegaConf.create({"ensemble": {"size": 4}}), gold=None, unlearned=None, fresh_model=None,
+                      ensembles=None)
     with pytest.raises(ConfigError, match="needs the pipeline's ensembles"):
         ensemble(ctx)

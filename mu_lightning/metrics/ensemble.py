@@ -42,9 +42,6 @@ def ensemble(ctx: EvalContext) -> dict[str, float | None]:
     if ens is None:
         raise ConfigError("metric=ensemble needs the pipeline's ensembles: run it through train.py or eval.py (the "
                           "Python API evaluates given models only)")
-    if ctx.stages["unlearn"].get("source") == "checkpoint":
-        raise ConfigError("metric=ensemble unlearns N originals and N shadow models with the configured unlearner, "
-                          "which did not make unlearned.checkpoint: use another tier for a model made elsewhere")
     n, seed, useed = int(cfg.size), int(ctx.stages["original"]["seed"]), int(ctx.stages["unlearn"]["seed"])
     data, seeds = ctx.data, [seed + i for i in range(n)]  # member 0 is the run's own M (and M_g, M_u)
     announce(ctx, n, seed)

@@ -202,7 +202,8 @@ def _check_model_fits_method(cfg: DictConfig) -> None:
 
 def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule) -> None:
     """Each ``<model>.checkpoint`` fits the configured model (names and shapes); a model made elsewhere serves one
-    forget request, and an unlearned one cannot give the ``seeds`` tier its other unlearning seeds."""
+    forget request, and an unlearned one cannot give the ``seeds`` tier its other unlearning seeds nor the
+    ``ensemble`` tier its unlearned members."""
     given = {name: OmegaConf.select(cfg, f"{name}.checkpoint") for name in CHECKPOINTS}
     for name in ("gold", "unlearned"):
         if given[name] and len(data.requests) > 1:
@@ -211,6 +212,10 @@ def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule) -> None:
     if given["unlearned"] and cfg.metric.tier == "seeds":
         raise ConfigError(f"unlearned.checkpoint={given['unlearned']} with metric=seeds: that tier runs the "
                           "unlearner with more seeds, which a model made elsewhere has not; use metric=full or fast")
+    if given["unlearned"] and cfg.metric.tier == "ensemble":
+        raise ConfigError(f"unlearned.checkpoint={given['unlearned']} with metric=ensemble: that tier unlearns N "
+                          "originals and N shadow models with the configured unlearner, which did not make this "
+                          "model; use metric=full or fast for a model made elsewhere")
     for name, path in given.items():
         if path:
             load_weights(instantiate(cfg.model), path, f"{name}.checkpoint")
