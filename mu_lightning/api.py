@@ -46,15 +46,20 @@ TRAINER = {"accelerator": "auto", "devices": 1, "logger": False, "enable_checkpo
 
 
 def unlearn(model: nn.Module, forget: Part, retain: Part, method: str = "finetune", *, val: Part | None = None,
-            seed: int = 0, trainer: dict[str, Any] | None = None, **hyperparameters: Any
-            ) -> tuple[nn.Module, dict[str, Any]]:
+            seed: int = 0, trainer: dict[str, Any] | None = None, flop_limit: int | None = None,
+            **hyperparameters: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Unlearn ``forget`` from a copy of ``model`` with the registered unlearner ``method`` (``conf/unlearner/``).
 
     The method's config defaults are loaded and ``hyperparameters`` merged over them (nested: ``optimizer={"lr":
     0.01}`` changes only the learning rate); they go through the checks of the command line. ``forget``, ``retain``
     and ``val`` (SCRUB+R's rewind) are ``(x, y)`` tensors or loaders of such batches. ``trainer`` adds Lightning
-    Trainer arguments. Returns the unlearned model (``model`` is left as it was) and the stage's facts, with
+    Trainer arguments. ``flop_limit``: the most FLOPs the method may spend (the command line's ``budget.flops``
+    is a fraction of the gold model's training FLOPs, which a call does not know: give the count, e.g. that fraction
+    of your gold model's ``flops``): no step past it, one-shot work runs whole; the facts' ``budget`` says what it
+    did (docs/metrics.md §5). Returns the unlearned model (``model`` is left as it was) and the stage's facts, with
     ``seconds``."""
+    if flop_limit is not None and (isinstance(flop_limit, bool) or not isinstance(flop_limit, int) or flop_limit < 1):
+        raise ConfigError(f"flop_limit={flop_limit!r} is not allowed: give a whole number of FLOPs, at least 1")
     node = unlearner_config(method, hyperparameters)
     _check_finite(model, "model")
     data = TensorData(forget=forget, retain=retain, val=val)
@@ -63,7 +68,9 @@ def unlearn(model: nn.Module, forget: Part, retain: Part, method: str = "finetun
     L.seed_everything(seed, workers=True, verbose=False)
     unlearner: Unlearner = instantiate(node, model=copy.deepcopy(model))
     facts, seconds = unlearner.run(data, lambda epochs: L.Trainer(**{**TRAINER, **(trainer or {})}, max_epochs=epochs),
-                                   seed)
+                                   seed, flop_limit=flop_limit)
+    if flop_limit is not None:
+        facts["budget"] = unlearner.budget_facts(None, None)
     if state_problem(unlearner.model.state_dict(), None):  # what the guard did not see: non-finite weights
         raise RunFault(f"method={method!r} made a model with NaN or infinite weights: lower its learning rate")
     return unlearner.model, {**facts, "seconds": seconds}

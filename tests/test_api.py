@@ -65,6 +65,23 @@ def test_unknown_method_and_option_are_config_errors():
         mu_lightning.unlearn(net, forget=part, retain=part, method="finetune", lr=0.1)
 
 
+def test_a_flop_limit_stops_the_method_before_the_step_that_would_cross_it():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    part = (torch.randn(64, 4), torch.arange(64) % 2)
+    _, free = mu_lightning.unlearn(net, forget=part, retain=part, method="finetune", epochs=2, batch_size=8)
+    per_step = free["flops"] // free["steps"]
+    unlearned, facts = mu_lightning.unlearn(net, forget=part, retain=part, method="finetune", epochs=2, batch_size=8,
+                                            flop_limit=3 * per_step + per_step // 2)
+    budget = facts["budget"]
+    assert free["steps"] == 16 and facts["steps"] == 3 and budget["stopped_at_step"] == 3
+    assert budget["flops_spent"] == facts["flops"] == 3 * per_step <= budget["flops_limit"]
+    assert budget["exhausted"] and budget["spent_fraction"] is None and "budget" not in free
+    for bad in (0, -5, 1.5, True, "lots"):
+        with pytest.raises(ConfigError, match=rf"flop_limit={bad!r} is not allowed: give a whole number of FLOPs"):
+            mu_lightning.unlearn(net, forget=part, retain=part, flop_limit=bad)
+
+
 def test_loaders_are_accepted_like_tensors():
     x, y = torch.randn(10, 4), torch.arange(10) % 2
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=3)

@@ -329,15 +329,17 @@ class Stage(L.LightningModule):
         """Optimizer steps taken so far (skipped non-finite steps not counted)."""
         return self._tally["steps"]
 
-    def budget_facts(self, fraction: float, gold_flops: int) -> dict[str, Any]:
+    def budget_facts(self, fraction: float | None, gold_flops: int | None) -> dict[str, Any]:
         """What ``flop_limit``, ``fraction`` of ``gold_flops`` (the gold model's training FLOPs), did: the FLOPs spent
         and their fraction; the steps taken when it stopped the fit (``stopped_at_step``; None: it never did) and
         those planned; whether work counted outside the fit (one-shot passes, which run whole) went past it
-        (``over_budget``); whether either happened (``exhausted``). results.json's ``stages.unlearn.budget``."""
+        (``over_budget``); whether either happened (``exhausted``). results.json's ``stages.unlearn.budget``; the
+        Python API's, with a limit in FLOPs and no gold model: fraction and gold None."""
         spent, stop = self.tally.flops, self.budget_stop
         over = spent > self.flop_limit
         return {"flops_fraction": fraction, "gold_flops": gold_flops, "flops_limit": self.flop_limit,
-                "flops_spent": spent, "spent_fraction": spent / gold_flops, "stopped_at_step": stop,
+                "flops_spent": spent, "spent_fraction": spent / gold_flops if gold_flops else None,
+                "stopped_at_step": stop,
                 "planned_steps": self.planned_steps, "over_budget": over, "exhausted": over or stop is not None}
 
     @property
