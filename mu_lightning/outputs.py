@@ -200,3 +200,15 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def log_budget(facts: dict[str, Any]) -> None:
+    """What the budget did (``facts["budget"]``, ``Stage.budget_facts``) in the log, and a warning in
+    ``facts["warnings"]`` when the method's one-shot work alone went over it."""
+    budget, stop = facts["budget"], facts["budget"]["stopped_at_step"]
+    if budget["over_budget"]:
+        facts["warnings"].append(f"{facts['method']}'s one-shot work spent {budget['spent_fraction']:.4g}× the gold "
+                                 f"model's training FLOPs, over budget.flops={budget['flops_fraction']:g}: it runs "
+                                 "whole (docs/metrics.md §5)")
+    log.info("%-8s %g × gold FLOPs: %s; spent %.4g × gold", "budget", budget["flops_fraction"], "not reached"
+             if stop is None else f"stopped after {stop} of {budget['planned_steps']} steps", budget["spent_fraction"])

@@ -32,6 +32,7 @@ from mu_lightning.outputs import (
     RequestResult,
     StageResult,
     collect_results,
+    log_budget,
     protocol_choice,
     save_outputs,
     write_forget_ids,
@@ -69,7 +70,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     write_forget_ids(cfg, data)
 
     # 2. original M on D, looked up in the stage cache first
-    cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache, shapes=_shapes(_build_model(cfg)))
+    cache = StageCache(cfg.paths.cache_dir, enabled=cfg.cache, shapes=_shapes(cfg))
     original = trained_model(cfg, data, cache, "original", cfg.seed)
     references = {"original": original, **clean_model(cfg, data, cache)}  # + the clean model when poison=...
 
@@ -122,7 +123,7 @@ def build_data(cfg: DictConfig) -> UnlearningDataModule:
         classwise_test=cfg.metric.get("classwise_test", "keep"),
     )
     data = make(with_scores(_instantiate(cfg.forget), Scores(cfg, make, lambda: run_ensembles(cfg, StageCache(
-        cfg.paths.cache_dir, enabled=cfg.cache, shapes=_shapes(_build_model(cfg)))))))
+        cfg.paths.cache_dir, enabled=cfg.cache, shapes=_shapes(cfg))))))
     data.setup()
     check_data(cfg, data)
     if OmegaConf.select(cfg, "data_path.on_device", default=False):  # trainer=gpu: held on the device once
@@ -250,18 +251,6 @@ def unlearned_model(cfg: DictConfig, data: UnlearningDataModule, start: torch.nn
     return StageResult(unlearner.model, facts, seconds, {"incompetent_teacher": teacher} if teacher is not None else {})
 
 
-def log_budget(facts: dict[str, Any]) -> None:
-    """What the budget did (``facts["budget"]``, ``Stage.budget_facts``) in the log, and a warning in
-    ``facts["warnings"]`` when the method's one-shot work alone went over it."""
-    budget, stop = facts["budget"], facts["budget"]["stopped_at_step"]
-    if budget["over_budget"]:
-        facts["warnings"].append(f"{facts['method']}'s one-shot work spent {budget['spent_fraction']:.4g}× the gold "
-                                 f"model's training FLOPs, over budget.flops={budget['flops_fraction']:g}: it runs "
-                                 "whole (docs/metrics.md §5)")
-    log.info("%-8s %g × gold FLOPs: %s; spent %.4g × gold", "budget", budget["flops_fraction"], "not reached"
-             if stop is None else f"stopped after {stop} of {budget['planned_steps']} steps", budget["spent_fraction"])
-
-
 def stage_callbacks(cfg: DictConfig, stage: str, module, data: UnlearningDataModule,
                     gold: torch.nn.Module | None = None) -> tuple[list, list[StageMonitor]]:
     """The callbacks of ``stage`` (``callbacks.<name>.stages``) and the monitors among them, attached to ``data`` and
@@ -333,7 +322,14 @@ def _instantiate(node: Any) -> Any:
         raise
 
 
-def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
+def _shapes(cfg: DictConfig) -> dict[str, tuple]:
+    """The configured model's parameter names and shapes (what a cached state dict must have), from a model built on
+    the meta device (no memory, no random draw, no checkpoint read), or on the CPU when its code cannot run there."""
+    try:
+        with torch.device("meta"):
+            model = instantiate(cfg.model)
+    except Exception:  # noqa: BLE001 - a model of your own whose __init__ computes with its tensors
+        model = instantiate(cfg.model)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 

@@ -201,3 +201,28 @@ def test_a_waiting_job_names_the_lock_holder(tmp_path, caplog, monkeypatch):
     notes = [r.getMessage() for r in caplog.records if "is being produced by" in r.getMessage()]
     assert len(notes) >= 2 and f"pid {os.getpid()} on host {socket.gethostname()}" in notes[0]
     assert results and results[0][2]  # the waiter loaded what the holder stored
+
+
+class ComputesInInit(torch.nn.Module):
+    """A model of one's own whose ``__init__`` reads a value from its tensors: it cannot be built on the meta device."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(3))
+        self.size = int(self.scale.sum().item())
+        self.head = torch.nn.Linear(self.size, 2)
+
+
+def test_the_caches_shapes_come_from_the_meta_device_or_the_cpu_when_a_model_needs_it():
+    from omegaconf import OmegaConf
+
+    from mu_lightning.models import MLP
+    from mu_lightning.pipeline import _shapes
+
+    mlp = {"_target_": "mu_lightning.models.MLP", "input_shape": [1, 8, 8], "num_classes": 10}
+    state = torch.random.get_rng_state()
+    shapes = _shapes(OmegaConf.create({"model": mlp}))
+    assert torch.equal(state, torch.random.get_rng_state())  # built on meta: no weight drawn, the RNG untouched
+    assert shapes == {k: tuple(v.shape) for k, v in MLP(input_shape=[1, 8, 8], num_classes=10).state_dict().items()}
+    assert _shapes(OmegaConf.create({"model": {"_target_": "tests.test_cache.ComputesInInit"}})) == {
+        "scale": (3,), "head.weight": (2, 3), "head.bias": (2,)}  # meta refused .item(): built on the CPU

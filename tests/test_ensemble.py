@@ -94,13 +94,13 @@ def test_shadow_halves_and_forget_requests():
 def run_parts(tmp_path):
     """The composed config, its data, cache and ensembles for the small synthetic setting of the tests."""
     from mu_lightning.cache import StageCache
-    from mu_lightning.pipeline import _build_model, _shapes, build_data, quiet_lightning, run_ensembles
+    from mu_lightning.pipeline import _shapes, build_data, quiet_lightning, run_ensembles
 
     def parts(*overrides: str):
         quiet_lightning()
         cfg = compose_cfg(tmp_path, ["train.epochs=3", *overrides])
         data = build_data(cfg)
-        cache = StageCache(cfg.paths.cache_dir, shapes=_shapes(_build_model(cfg)))
+        cache = StageCache(cfg.paths.cache_dir, shapes=_shapes(cfg))
         return cfg, data, cache, run_ensembles(cfg, cache)
 
     return parts

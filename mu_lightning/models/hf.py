@@ -46,7 +46,7 @@ class HFCausalLM(CausalLM):
             raise ConfigError(f"model.dtype={dtype!r} is not a torch dtype (float32, bfloat16, float16)")
         tokenizer = load_tokenizer(str(path))
         config = AutoConfig.from_pretrained(path, local_files_only=True)
-        if init == "pretrained":
+        if init == "pretrained" and torch.get_default_device().type != "meta":  # on meta: the shapes only
             self.lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
         else:
             self.lm = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))

@@ -186,21 +186,22 @@ def check_data(cfg: DictConfig, data: UnlearningDataModule) -> None:
     _check_samples(cfg, data)
     _check_test_split(cfg, data)
     _check_requests(cfg, data)
-    _check_model(cfg, data.samples.x)
-    _check_model_fits_method(cfg)
-    _check_checkpoints(cfg, data)
+    model = instantiate(cfg.model)  # once: a checkpoint directory (model=hf) is read each time a model is built
+    _check_model(cfg, model, data.samples.x)
+    _check_model_fits_method(cfg, model)
+    _check_checkpoints(cfg, data, model)  # last: it loads the given weights into ``model``
     if cfg.cache:
         check_writable(cfg.paths.cache_dir, "paths.cache_dir", "choose another directory or run with cache=false")
 
 
-def _check_model_fits_method(cfg: DictConfig) -> None:
+def _check_model_fits_method(cfg: DictConfig, model: torch.nn.Module) -> None:
     """What the unlearner reads of the model, as the method declares it (``Unlearner.check_model``)."""
     method = get_class(cfg.unlearner._target_)
     options = OmegaConf.to_container(cfg.unlearner, resolve=True)
-    method.check_model(instantiate(cfg.model), int(cfg.dataset.num_classes), options)
+    method.check_model(model, int(cfg.dataset.num_classes), options)
 
 
-def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule) -> None:
+def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule, model: torch.nn.Module) -> None:
     """Each ``<model>.checkpoint`` fits the configured model (names and shapes); a model made elsewhere serves one
     forget request, and an unlearned one cannot give the ``seeds`` tier its other unlearning seeds nor the
     ``ensemble`` tier its unlearned members."""
@@ -218,7 +219,7 @@ def _check_checkpoints(cfg: DictConfig, data: UnlearningDataModule) -> None:
                           "model; use metric=full or fast for a model made elsewhere")
     for name, path in given.items():
         if path:
-            load_weights(instantiate(cfg.model), path, f"{name}.checkpoint")
+            load_weights(model, path, f"{name}.checkpoint")
 
 
 def check_poison(cfg: DictConfig, poison) -> None:
@@ -260,8 +261,7 @@ def _check_requests(cfg: DictConfig, data: UnlearningDataModule) -> None:
         unlearner.check_request(view)
 
 
-def _check_model(cfg: DictConfig, x: torch.Tensor) -> None:
-    model = instantiate(cfg.model)
+def _check_model(cfg: DictConfig, model: torch.nn.Module, x: torch.Tensor) -> None:
     if x.dtype == torch.int64 and x.dim() == 3:  # question-answer tokens for a causal LM (data/qa.py)
         return _check_language_model(cfg, model, x)
     try:
