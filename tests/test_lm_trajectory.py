@@ -1,4 +1,4 @@
-"""The forget/retain trajectory of a language model (``tracking.trajectory.qa_measure``): exact-match recall of
+"""The forget/retain trajectory of a language model (``callbacks.forget_retain.qa_measure``): exact-match recall of
 greedy answers on D_f and D_r, logged while an LM unlearner runs, by the LM metrics' definitions."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mu_lightning.callbacks.forget_retain import qa_measure
 from mu_lightning.data.qa import EOS, QA, SEP
 from mu_lightning.tracking import report
-from mu_lightning.tracking.trajectory import qa_measure
 from tests.helpers import compose_cfg, make_data
 
 # 12 people of 4 facts (48 QAs: 80 epochs of 3 steps teach M all of them, in about 2 s), 2 people forgotten (8 QAs),

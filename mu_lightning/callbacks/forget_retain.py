@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import lightning as L
+import torch
 from torch import nn
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mu_lightning.callbacks.monitor import StageMonitor
-from mu_lightning.data.qa import is_qa
+from mu_lightning.data.qa import QA, is_qa
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import mia
 from mu_lightning.metrics.accuracy import logits_of
+from mu_lightning.metrics.lm import answer_logprobs, exact_matches, lm_splits
 
 PREFIX = "trajectory/"  # the trajectory's keys: trajectory/forget_acc, ..., and the gold's trajectory/gold_forget_acc
 METRICS = ("forget_acc", "retain_acc", "mia_loss_auc", "mia_loss_tpr_at_1fpr")  # what ``measure`` returns
@@ -37,7 +41,7 @@ class ForgetRetainCallback(StageMonitor):
     nothing is measured, unless another callback of the Trainer monitors a ``trajectory/`` key.
 
     On question-answer data (``data.qa.is_qa``: a language model) the same keys hold the LM metrics' values
-    (``tracking.trajectory.qa_measure``): ``forget_acc`` and ``retain_acc`` are the exact-match recall of greedy
+    (``qa_measure``): ``forget_acc`` and ``retain_acc`` are the exact-match recall of greedy
     answers, ``mia_loss_*`` the loss attack on the length-normalised answer log-probability against never-seen people.
 
     Args:
@@ -111,8 +115,6 @@ class ForgetRetainCallback(StageMonitor):
         states live on the model's device, where ``compute`` gathers the shares of every rank.
         """
         if is_qa(getattr(self.data, "samples", None)):  # a language model (stand-ins may have only tensors)
-            from mu_lightning.tracking.trajectory import qa_measure
-
             return qa_measure(model, self.data, rank, world_size)
         data, device = self.data, next(model.parameters()).device
         out: dict[str, float] = {}
@@ -127,3 +129,41 @@ class ForgetRetainCallback(StageMonitor):
         roc = mia.loss_attack(logits_of(model, xf), yf, logits_of(model, xt), yt, device)
         out["mia_loss_auc"], out["mia_loss_tpr_at_1fpr"] = roc["auc"], roc["tpr_at_1fpr"]
         return out
+
+
+def qa_measure(model: nn.Module, data, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+    """A language model's point of the forget/retain trajectory on the question-answer data of ``data``: the
+    ``forget_retain`` callback's ``measure`` on data that ``data.qa.is_qa``, by the LM metrics' definitions
+    (``metrics/lm.py``), so the last point is the final ``unlearn/<metric>``:
+
+    - ``forget_acc``, ``retain_acc``: **exact-match recall of greedy answers**, the share of D_f's (D_r's) questions
+      whose greedy answer is the answer token for token ("forget recall" in docs/language-models.md), not a
+      classifier's accuracy nor a per-token one, from one teacher-forced pass (``metrics.lm.exact_matches``);
+    - ``mia_loss_auc``, ``mia_loss_tpr_at_1fpr``: the loss attack on the length-normalised answer log-probability
+      (``metrics.lm.answer_logprobs``), D_f against the QAs of the holdout people (no model trained on them); left
+      out when the data has none.
+
+    Kept out of the method's time like every trajectory, a point costs two teacher-forced passes over D_f and D_r
+    and one over the holdout QAs: 0.34-0.37 s for the demo's 7 points (``experiment=lm_demo``; decoding greedily
+    token by token, which gives the same recall, took 2.1-2.7 s). The model is measured in eval mode and given back
+    in the mode it was in. Each of ``world_size`` ranks passes its share (every ``world_size``-th QA from ``rank``);
+    torchmetrics states on the model's device gather every rank's, as for classifiers."""
+    device, x = next(model.parameters()).device, data.samples.x
+    splits = lm_splits(SimpleNamespace(data=data))  # reads ``ctx.data`` alone: the datamodule's ids and groups
+    share = {s: x[ids[rank::world_size]][:, QA] for s, ids in splits.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        out: dict[str, float] = {}
+        for split in ("forget", "retain"):
+            hits = exact_matches(model, share[split]).double()
+            recall = MeanMetric(nan_strategy="ignore").to(device).set_dtype(torch.float64)  # .to after would reset it
+            recall.update(hits.to(device))
+            out[f"{split}_acc"] = float(recall.compute())
+        if len(splits["holdout"]):
+            members, nonmembers = (answer_logprobs(model, share[s])[1].double() for s in ("forget", "holdout"))
+            roc = mia.threshold_attack(members, nonmembers, device)
+            out["mia_loss_auc"], out["mia_loss_tpr_at_1fpr"] = roc["auc"], roc["tpr_at_1fpr"]
+        return out
+    finally:
+        model.train(was_training)

@@ -49,7 +49,7 @@ SPEED = ("flop_speedup", "speedup", "train_seconds")  # the order reports show c
 NAMES = {"forget_acc": "forget acc", "retain_acc": "retain acc", "test_acc": "test acc", "avg_gap": "Avg. Gap",
          "mia_loss_auc": "loss-MIA AUC", "flop_speedup": "FLOP speed-up (×)", "speedup": "speed-up (×)",
          "train_seconds": "seconds"}
-# a language model's trajectory (tracking/trajectory.py ``qa_measure``): the same keys, the LM metrics' definitions
+# a language model's trajectory (callbacks/forget_retain.py ``qa_measure``): the same keys, the LM metrics' definitions
 LM_NAMES = {"forget_acc": "forget recall\n(exact match of greedy answers)",
             "retain_acc": "retain recall\n(exact match of greedy answers)",
             "mia_loss_auc": "loss-MIA AUC\n(D_f vs never-seen people)"}
