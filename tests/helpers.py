@@ -40,3 +40,18 @@ def make_data(tmp_path: Path, *overrides: str):
                                 split_seed=cfg.dataset.split_seed)
     data.setup()
     return data
+
+
+def two_rank_results(rank_fn, out: Path) -> list:
+    """Run ``rank_fn(rank, port, str(out))`` in two spawned processes joined over a free local port (gloo), each
+    saving what it measured to ``<out>.<rank>``; what each rank saved."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(rank_fn, args=(port, str(out)), nprocs=2)
+    return [torch.load(f"{out}.{rank}") for rank in (0, 1)]

@@ -12,6 +12,7 @@ from mu_lightning.callbacks import StageMonitor
 from mu_lightning.callbacks.forget_retain import ForgetRetainCallback
 from mu_lightning.errors import ConfigError
 from mu_lightning.metrics import mia
+from tests.helpers import two_rank_results
 
 METRICS = ("forget_acc", "retain_acc", "mia_loss_auc", "mia_loss_tpr_at_1fpr")
 
@@ -75,15 +76,7 @@ def test_loss_auc_is_the_evaluations_definition():
 
 @pytest.mark.slow
 def test_two_ranks_sync_to_the_single_process_values(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
     callback, model = _attached()
     alone = {k: float(v) for k, v in callback.measure(model).items()}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(tmp_path / "out")), nprocs=2)
-    for rank in (0, 1):
-        assert torch.load(tmp_path / f"out.{rank}") == pytest.approx(alone)
+    for measured in two_rank_results(_rank, tmp_path / "out"):
+        assert measured == pytest.approx(alone)

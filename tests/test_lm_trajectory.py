@@ -14,7 +14,7 @@ from torch import nn
 from mu_lightning.callbacks.forget_retain import qa_measure
 from mu_lightning.data.qa import EOS, QA, SEP
 from mu_lightning.tracking import report
-from tests.helpers import compose_cfg, make_data
+from tests.helpers import compose_cfg, make_data, two_rank_results
 
 # 12 people of 4 facts (48 QAs: 80 epochs of 3 steps teach M all of them, in about 2 s), 2 people forgotten (8 QAs),
 # 4 holdout people (the loss attack's non-members); IdkDPO's 10 steps with a point every 2 (NPO and GradDiff also
@@ -103,15 +103,7 @@ def _rank(rank: int, port: int, path: str) -> None:
 
 @pytest.mark.slow  # two processes
 def test_two_ranks_sync_the_lm_point_to_the_single_process_values(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
     data, model = _oracle_data(tmp_path)
     alone = qa_measure(model, data)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_rank, args=(port, str(tmp_path / "out")), nprocs=2)
-    for rank in (0, 1):
-        assert torch.load(tmp_path / f"out.{rank}") == pytest.approx(alone)
+    for measured in two_rank_results(_rank, tmp_path / "out"):
+        assert measured == pytest.approx(alone)
